@@ -1,0 +1,1 @@
+"""realmix library: data, augmentation, losses, models and the shared training loop."""
