@@ -1,0 +1,1 @@
+"""Fully supervised baselines sharing RealMix's model and training loop."""

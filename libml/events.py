@@ -1,0 +1,32 @@
+"""Reading scalar summaries back from TensorBoard event files."""
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
+
+
+def read_scalars(folder, tag):
+    """[(step, value)] of scalar `tag` over every events file in `folder`, sorted by step.
+
+    A later write for the same step (a resumed run re-reporting it) replaces the earlier one.
+    """
+    values = {}
+    for path in sorted(glob.glob(os.path.join(folder, 'events*'))):
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = event_pb2.Event.FromString(raw)
+            for value in event.summary.value:
+                if value.tag != tag:
+                    continue
+                if value.HasField('tensor'):
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+                else:
+                    values[event.step] = float(value.simple_value)
+    return sorted(values.items())
+
+
+def median_of_last(values, counts=(1, 10, 20, 50)):
+    """{'last01': median of the last value, 'last10': ..., ...} for a list of floats."""
+    return {f'last{n:02d}': float(np.median(values[-n:])) for n in counts if values}

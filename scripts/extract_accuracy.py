@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Median test accuracy over a run's last reports.
+
+Usage: ./scripts/extract_accuracy.py experiments/<dataset>/<run>/
+
+Reads RUN_DIR/tf/events* (tag accuracy_test), writes RUN_DIR/stats/accuracy.json with the
+medians of the last 1, 10, 20 and 50 reported values (last01, last10, last20, last50) and
+prints them.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from libml.utils import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()
+
+from absl import app  # noqa: E402
+
+from libml.events import median_of_last, read_scalars  # noqa: E402
+from libml.utils import UserError, cli_main, write_json  # noqa: E402
+
+TAG = 'accuracy_test'
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise UserError('usage: scripts/extract_accuracy.py RUN_DIR (the folder holding tf/ and args/)')
+    run_dir = argv[1]
+    events_dir = os.path.join(run_dir, 'tf')
+    if not os.path.isdir(events_dir):
+        raise UserError(f'{events_dir} not found: pass a run folder such as experiments/<dataset>/<run>/')
+    values = [v for _, v in read_scalars(events_dir, TAG)]
+    if not values:
+        raise UserError(f'no {TAG} values in {events_dir}/events*: has the run reported yet?')
+    stats = median_of_last(values)
+    write_json(os.path.join(run_dir, 'stats', 'accuracy.json'), stats, overwrite=True)
+    print(json.dumps(stats, indent=2, sort_keys=True))
+
+
+if __name__ == '__main__':
+    app.run(cli_main(main))
