@@ -1,0 +1,304 @@
+"""Classifiers as plain `tf.Module`s: Wide-ResNet (default), a plain ConvNet, Shake-Shake.
+
+Variables are created at construction, so `tf.train.Checkpoint(model=...)` tracks them
+before the first call. Every model maps images [B, H, W, C] (float, scaled to [-1, 1]) to
+float32 logits [B, K] with `model(x, training=False, update_stats=True)`.
+
+Mixed precision: with `compute_dtype='float16'` (or 'bfloat16') each layer casts its input
+and its kernel to that type; variables stay float32, batch-norm statistics are computed in
+float32 and the logits are returned as float32.
+
+Batch-norm moving statistics are non-trainable variables with `VariableAggregation.MEAN`
+(default synchronization, i.e. mirrored under `tf.distribute`): an assignment made inside
+`strategy.run` is averaged over the replicas, so every replica and every checkpoint holds
+the same statistics.
+"""
+
+import math
+
+import tensorflow as tf
+
+from libml.utils import UserError
+
+ARCHS = ('resnet', 'convnet', 'shake')
+LEAKY_SLOPE = 0.1
+
+
+def _leaky_relu(x):
+    return tf.nn.leaky_relu(x, alpha=LEAKY_SLOPE)
+
+
+class Conv2D(tf.Module):
+    """k x k convolution, 'SAME' padding; He-normal kernel (stddev sqrt(2 / (k k filters)))."""
+
+    def __init__(self, filters_in, filters, kernel_size, stride=1, use_bias=True,
+                 compute_dtype='float32', name=None):
+        super().__init__(name=name)
+        stddev = math.sqrt(2.0 / (kernel_size * kernel_size * filters))
+        self.kernel = tf.Variable(
+            tf.random.normal([kernel_size, kernel_size, filters_in, filters], stddev=stddev), name='kernel')
+        self.bias = tf.Variable(tf.zeros([filters]), name='bias') if use_bias else None
+        self.stride = stride
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+
+    def __call__(self, x):
+        """x: [B, H, W, filters_in] -> [B, ceil(H / stride), ceil(W / stride), filters]."""
+        y = tf.nn.conv2d(tf.cast(x, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype),
+                         self.stride, 'SAME')
+        if self.bias is not None:
+            y = y + tf.cast(self.bias, self.compute_dtype)
+        return y
+
+
+class Dense(tf.Module):
+    """Fully connected layer: Glorot-normal (truncated) kernel, zero bias; float32 output."""
+
+    def __init__(self, units_in, units, compute_dtype='float32', name=None):
+        super().__init__(name=name)
+        # 0.8796 is the standard deviation of a unit normal truncated at +-2.
+        stddev = math.sqrt(2.0 / (units_in + units)) / 0.87962566103423978
+        self.kernel = tf.Variable(tf.random.truncated_normal([units_in, units], stddev=stddev), name='kernel')
+        self.bias = tf.Variable(tf.zeros([units]), name='bias')
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+
+    def __call__(self, x):
+        """x: [B, units_in] -> [B, units] float32."""
+        y = tf.matmul(tf.cast(x, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
+        return tf.cast(y, tf.float32) + self.bias
+
+
+class BatchNorm(tf.Module):
+    """Batch normalisation over all axes but the last, with moving averages for evaluation.
+
+    moving <- momentum * moving + (1 - momentum) * batch moment, where the batch variance is
+    the biased (1/n) one. Statistics are float32 whatever the input type.
+    """
+
+    def __init__(self, channels, momentum=0.999, epsilon=1e-3, name=None):
+        super().__init__(name=name)
+        self.gamma = tf.Variable(tf.ones([channels]), name='gamma')
+        self.beta = tf.Variable(tf.zeros([channels]), name='beta')
+        stat = dict(trainable=False, aggregation=tf.VariableAggregation.MEAN)
+        self.moving_mean = tf.Variable(tf.zeros([channels]), name='moving_mean', **stat)
+        self.moving_variance = tf.Variable(tf.ones([channels]), name='moving_variance', **stat)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def __call__(self, x, training, update_stats=True):
+        """x: [..., channels] -> same shape and dtype.
+
+        training: normalise with the batch moments and, if update_stats, update the moving
+        averages; otherwise normalise with the moving averages.
+        """
+        x32 = tf.cast(x, tf.float32)
+        if training:
+            mean, variance = tf.nn.moments(x32, axes=list(range(len(x.shape) - 1)))
+            if update_stats:
+                self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+                self.moving_variance.assign(
+                    self.momentum * self.moving_variance + (1 - self.momentum) * variance)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        y = tf.nn.batch_normalization(x32, mean, variance, self.beta, self.gamma, self.epsilon)
+        return tf.cast(y, x.dtype)
+
+
+class Classifier(tf.Module):
+    """Common interface: kernels (weight-decay targets) and head variables (the last Dense)."""
+
+
+    @property
+    def kernels(self):
+        """Every conv and dense kernel (biases and batch-norm parameters excluded)."""
+        return [m.kernel for m in self.submodules if isinstance(m, (Conv2D, Dense))]
+
+    @property
+    def head_variables(self):
+        """The final dense layer's kernel and bias (not restored when fine-tuning)."""
+        return [self.head.kernel, self.head.bias]
+
+
+def _global_pool(x):
+    """[B, H, W, C] -> [B, C] mean over space."""
+    return tf.reduce_mean(x, axis=[1, 2])
+
+
+class ResidualUnit(tf.Module):
+    """Pre-activation residual unit: BN, lrelu, conv3x3 (stride), BN, lrelu, conv3x3.
+
+    The shortcut is a 1x1 projection (with the same stride) when the shape changes. With
+    `activate_before_residual` the shortcut starts from the activated input.
+    """
+
+    def __init__(self, filters_in, filters, stride, activate_before_residual, compute_dtype, name=None):
+        super().__init__(name=name)
+        self.bn1 = BatchNorm(filters_in)
+        self.conv1 = Conv2D(filters_in, filters, 3, stride, compute_dtype=compute_dtype)
+        self.bn2 = BatchNorm(filters)
+        self.conv2 = Conv2D(filters, filters, 3, compute_dtype=compute_dtype)
+        self.shortcut = None
+        if filters_in != filters or stride != 1:
+            self.shortcut = Conv2D(filters_in, filters, 1, stride, compute_dtype=compute_dtype)
+        self.activate_before_residual = activate_before_residual
+
+    def __call__(self, x0, training, update_stats):
+        x = _leaky_relu(self.bn1(x0, training, update_stats))
+        if self.activate_before_residual:
+            x0 = x
+        y = self.conv1(x)
+        y = self.conv2(_leaky_relu(self.bn2(y, training, update_stats)))
+        if self.shortcut is not None:
+            x0 = self.shortcut(x0)
+        return tf.cast(x0, y.dtype) + y
+
+
+class WideResNet(Classifier):
+    """Wide-ResNet as in MixMatch (WRN-28-2 with the defaults at 32x32): SPEC §5."""
+
+    def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', name=None):
+        super().__init__(name=name)
+        self.stem = Conv2D(channels, 16, 3, compute_dtype=compute_dtype)
+        self.units = []
+        width = 16
+        for stage in range(scales):
+            for i in range(repeat):
+                stride = 2 if stage and i == 0 else 1
+                self.units.append(ResidualUnit(width, filters << stage, stride, stage == 0 and i == 0,
+                                               compute_dtype))
+                width = filters << stage
+        self.bn = BatchNorm(width)
+        self.head = Dense(width, nclass, compute_dtype=compute_dtype)
+
+    def __call__(self, x, training=False, update_stats=True):
+        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+        y = self.stem(x)
+        for unit in self.units:
+            y = unit(y, training, update_stats)
+        y = _leaky_relu(self.bn(y, training, update_stats))
+        return self.head(_global_pool(y))
+
+
+class ConvBlock(tf.Module):
+    """conv3x3, BN, leaky ReLU."""
+
+    def __init__(self, filters_in, filters, compute_dtype, name=None):
+        super().__init__(name=name)
+        self.conv = Conv2D(filters_in, filters, 3, compute_dtype=compute_dtype)
+        self.bn = BatchNorm(filters)
+
+    def __call__(self, x, training, update_stats):
+        return _leaky_relu(self.bn(self.conv(x), training, update_stats))
+
+
+class ConvNet(Classifier):
+    """Plain conv net: a stem block, then per scale two blocks (filters << s, filters << s+1)
+    and a 2x2 max-pool; global average pool; dense to nclass."""
+
+    def __init__(self, nclass, channels, filters=32, scales=3, compute_dtype='float32', name=None):
+        super().__init__(name=name)
+        self.stem = ConvBlock(channels, filters, compute_dtype)
+        self.blocks = []
+        for scale in range(scales):
+            self.blocks.append(ConvBlock(filters << scale, filters << scale, compute_dtype))
+            self.blocks.append(ConvBlock(filters << scale, filters << (scale + 1), compute_dtype))
+        self.head = Dense(filters << scales, nclass, compute_dtype=compute_dtype)
+
+    def __call__(self, x, training=False, update_stats=True):
+        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+        y = self.stem(x, training, update_stats)
+        for first, second in zip(self.blocks[0::2], self.blocks[1::2]):
+            y = second(first(y, training, update_stats), training, update_stats)
+            y = tf.nn.max_pool2d(y, 2, 2, 'SAME')
+        return self.head(_global_pool(y))
+
+
+class ShakeBranch(tf.Module):
+    """One residual branch: relu, conv3x3 (stride), BN, relu, conv3x3, BN."""
+
+    def __init__(self, filters_in, filters, stride, compute_dtype, name=None):
+        super().__init__(name=name)
+        self.conv1 = Conv2D(filters_in, filters, 3, stride, use_bias=False, compute_dtype=compute_dtype)
+        self.bn1 = BatchNorm(filters)
+        self.conv2 = Conv2D(filters, filters, 3, use_bias=False, compute_dtype=compute_dtype)
+        self.bn2 = BatchNorm(filters)
+
+    def __call__(self, x, training, update_stats):
+        y = tf.nn.relu(self.bn1(self.conv1(tf.nn.relu(x)), training, update_stats))
+        return self.bn2(self.conv2(y), training, update_stats)
+
+
+class ShakeUnit(tf.Module):
+    """Shake-shake unit: two branches mixed by a per-sample uniform alpha in training (a
+    different uniform beta scales the gradients), by 0.5 at evaluation, plus a shortcut
+    (relu, 1x1 conv, BN when the shape changes; identity otherwise)."""
+
+    def __init__(self, filters_in, filters, stride, compute_dtype, name=None):
+        super().__init__(name=name)
+        self.branch1 = ShakeBranch(filters_in, filters, stride, compute_dtype)
+        self.branch2 = ShakeBranch(filters_in, filters, stride, compute_dtype)
+        self.shortcut = None
+        if filters_in != filters or stride != 1:
+            self.shortcut = Conv2D(filters_in, filters, 1, stride, use_bias=False, compute_dtype=compute_dtype)
+            self.shortcut_bn = BatchNorm(filters)
+
+    def __call__(self, x, training, update_stats):
+        a = self.branch1(x, training, update_stats)
+        b = self.branch2(x, training, update_stats)
+        if training:
+            shape = [tf.shape(a)[0], 1, 1, 1]
+            alpha = tf.random.uniform(shape, dtype=a.dtype)
+            beta = tf.random.uniform(shape, dtype=a.dtype)
+            mixed = beta * a + (1 - beta) * b + tf.stop_gradient((alpha - beta) * (a - b))
+        else:
+            mixed = 0.5 * (a + b)
+        if self.shortcut is not None:
+            x = self.shortcut_bn(self.shortcut(tf.nn.relu(x)), training, update_stats)
+        return tf.cast(x, mixed.dtype) + mixed
+
+
+class ShakeShake(Classifier):
+    """Shake-shake ResNet: conv3x3 to 16 + BN, `scales` stages of `repeat` shake units with
+    filters << stage channels (stride 2 at each later stage's first unit), relu, global pool,
+    dense."""
+
+    def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', name=None):
+        super().__init__(name=name)
+        self.stem = Conv2D(channels, 16, 3, use_bias=False, compute_dtype=compute_dtype)
+        self.stem_bn = BatchNorm(16)
+        self.units = []
+        width = 16
+        for stage in range(scales):
+            for i in range(repeat):
+                self.units.append(ShakeUnit(width, filters << stage, 2 if stage and i == 0 else 1, compute_dtype))
+                width = filters << stage
+        self.head = Dense(width, nclass, compute_dtype=compute_dtype)
+
+    def __call__(self, x, training=False, update_stats=True):
+        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+        y = self.stem_bn(self.stem(x), training, update_stats)
+        for unit in self.units:
+            y = unit(y, training, update_stats)
+        return self.head(_global_pool(tf.nn.relu(y)))
+
+
+def default_scales(size):
+    """log2(size) - 2 stages (3 at 32x32, 2 at 16x16), at least 1."""
+    return max(int(math.log2(size)) - 2, 1)
+
+
+def create_model(arch, nclass, shape, filters=32, repeat=4, scales=0, compute_dtype='float32'):
+    """Builds the classifier `arch` for images of `shape` (H, W, C) and `nclass` classes.
+
+    scales=0 picks default_scales(H). Raises UserError for an unknown arch or dtype.
+    """
+    if compute_dtype not in ('float32', 'float16', 'bfloat16'):
+        raise UserError(f'unknown compute dtype {compute_dtype!r}: expected float32, float16 or bfloat16')
+    scales = scales or default_scales(shape[0])
+    channels = shape[-1]
+    if arch == 'resnet':
+        return WideResNet(nclass, channels, filters, repeat, scales, compute_dtype)
+    if arch == 'convnet':
+        return ConvNet(nclass, channels, filters, scales, compute_dtype)
+    if arch == 'shake':
+        return ShakeShake(nclass, channels, filters, repeat, scales, compute_dtype)
+    raise UserError(f'--arch={arch}: unknown architecture, expected one of {", ".join(ARCHS)}')
