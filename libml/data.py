@@ -65,22 +65,40 @@ def parse_example(serialized):
 def read_records(path):
     """Yields (png_bytes, label) for every record of `path`, in file order."""
     check_record_file(path)
-    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        example = tf.train.Example.FromString(raw)
-        yield (example.features.feature['image'].bytes_list.value[0],
-               example.features.feature['label'].int64_list.value[0])
+    try:
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            example = tf.train.Example.FromString(raw)
+            yield (example.features.feature['image'].bytes_list.value[0],
+                   example.features.feature['label'].int64_list.value[0])
+    except (tf.errors.OpError, IndexError) as e:
+        raise UserError(f'{path} is not a readable dataset file ({_first_line(e)})')
 
 
 def read_labels(path):
     """int64 array of every record's label, in file order."""
+    check_record_file(path)
     labels = tf.data.TFRecordDataset(path).map(lambda r: parse_example(r)['label'],
                                                num_parallel_calls=tf.data.AUTOTUNE)
-    return np.fromiter(labels.as_numpy_iterator(), np.int64)
+    try:
+        return np.fromiter(labels.as_numpy_iterator(), np.int64)
+    except tf.errors.OpError as e:
+        raise UserError(f'{path} is not a readable dataset file ({_first_line(e)})')
+
+
+def _first_line(error):
+    """The gist of a TensorFlow error: its first line without op and function names."""
+    message = getattr(error, 'message', None) or str(error) or type(error).__name__
+    message = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', message.strip().splitlines()[0])
+    return message.strip() or type(error).__name__
 
 
 def count_records(path):
     """Number of records in a TFRecord file."""
-    return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+    check_record_file(path)
+    try:
+        return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+    except tf.errors.OpError as e:
+        raise UserError(f'{path} is not a readable dataset file ({_first_line(e)})')
 
 
 def check_record_file(path, what='dataset file'):
@@ -103,6 +121,13 @@ def write_records(path, records, total=None, overwrite=False, desc=None):
                 writer.write(serialize_example(png, label))
                 count += 1
     return count
+
+
+def first_image_shape(path):
+    """(H, W, C) of the first image of a record file; UserError when the file is empty."""
+    for png, _ in read_records(path):
+        return decode_png(png).shape
+    raise UserError(f'{path} is empty')
 
 
 # --------------------------------------------------------------------------- names
@@ -193,26 +218,39 @@ def to_model_range(image):
 class DataSet:
     """The files of one experiment and their tf.data pipelines.
 
-    Attributes: `name` (str), `shape` (H, W, C), `nclass`, `class_names`, and the record files.
-    Training pipelines are infinite, seeded and resumable: `start` is the number of images
-    already drawn, so a resumed run continues the same sequence.
+    Attributes: `name` (str), `shape` (H, W, C), `nclass`, `class_names`, `train_labels`
+    (labels of the labelled training images) and the record files.
+
+    Validation comes from the head of the unlabel file (SSL splits: its first `valid` records
+    are held-out labelled images) or, with `valid_from_label_file`, from the first `valid`
+    labelled records of the label file (the baselines' `<name>-<valid>` form).
+
+    Training pipelines are infinite, seeded and resumable: element i of the stream is image
+    `perm_e(i mod N)` of epoch e = i div N, where perm_e is a stateless permutation seeded by
+    (seed, e), augmented with a seed derived from (seed, i). `start` = images already drawn, so
+    a resumed run continues exactly the sequence of an uninterrupted one.
     """
 
-    def __init__(self, name, label_file, unlabel_file, test_file, valid, class_mapping=None,
-                 nclass=None, img_size=None, augment='none', unlabel_skip=0):
+    def __init__(self, name, label_file, test_file, unlabel_file=None, valid=0, valid_from_label_file=False,
+                 class_mapping=None, nclass=None, img_size=None, augment='none'):
         for path in [label_file, test_file] + ([unlabel_file] if unlabel_file else []):
             check_record_file(path)
         self.name = name
         self.label_file, self.unlabel_file, self.test_file = label_file, unlabel_file, test_file
         self.valid = valid
-        self.unlabel_skip = unlabel_skip
+        self.valid_from_label_file = valid_from_label_file
         self.augment = augment_lib.get(augment)
-        self.shape = self._first_image_shape(label_file)
+        self.shape = first_image_shape(label_file)
         labels = read_labels(label_file)
-        self.train_labels = labels[labels >= 0]
+        labels = labels[labels >= 0]
+        if valid_from_label_file:
+            if valid >= labels.size:
+                raise UserError(f'validation size {valid} leaves no labelled training image in {label_file} '
+                                f'({labels.size} labelled records): use a smaller <valid>')
+            labels = labels[valid:]
+        self.train_labels = labels
         if self.train_labels.size == 0:
             raise UserError(f'{label_file} holds no labelled records (every label is -1)')
-        self.labelled_skip = 0
         test_labels = read_labels(test_file)
         self.test_labels = test_labels[test_labels >= 0]
         self.class_mapping = class_mapping
@@ -222,20 +260,22 @@ class DataSet:
         data_nclass = mapping_size or int(max(self.train_labels.max(), self.test_labels.max(initial=0))) + 1
         if nclass and nclass != data_nclass:
             raise UserError(f'--nclass={nclass} disagrees with the data ({data_nclass} classes in '
-                            f'{class_mapping or label_file}): drop the flag or fix it')
+                            f'{class_mapping if mapping_size else label_file}): drop the flag or fix it')
         if img_size and img_size != self.shape[0]:
             raise UserError(f'--img_size={img_size} disagrees with the data ({self.shape[0]}x{self.shape[1]} '
                             f'images in {label_file}): drop the flag or fix it')
         self.nclass = data_nclass
         self.class_names = load_class_names(class_mapping, self.nclass)
-        self.unlabel_count = count_records(unlabel_file) - unlabel_skip - valid if unlabel_file else 0
-        if unlabel_file and self.unlabel_count <= 0:
-            raise UserError(f'{unlabel_file} has no training-unlabelled records left after '
-                            f'{valid} validation records')
+        self.unlabel_count = 0
+        if unlabel_file:
+            self.unlabel_count = count_records(unlabel_file) - (0 if valid_from_label_file else valid)
+            if self.unlabel_count <= 0:
+                raise UserError(f'{unlabel_file} has no training-unlabelled records left after '
+                                f'{valid} validation records')
+        self._arrays = {}
 
     @classmethod
-    def from_name(cls, text, augment='none', nclass=None, img_size=None, class_mapping=None,
-                  root=None):
+    def from_name(cls, text, augment='none', nclass=None, img_size=None, class_mapping=None, root=None):
         """The SSL dataset `<name>.<seed>@<size>-<valid>` under $ML_DATA."""
         parsed = parse_dataset_name(text)
         label_file, unlabel_file, map_file = split_paths(parsed.split, root)
@@ -247,71 +287,81 @@ class DataSet:
                             f'held-out labelled records at the head of {unlabel_file}; use a size '
                             f'<= {capacity} or re-create the split with a larger --label_size')
         mapping = class_mapping or class_mapping_path(parsed.name, root)
-        return cls(text, label_file, unlabel_file, test_path(parsed.name, root), parsed.valid,
+        return cls(text, label_file, test_path(parsed.name, root), unlabel_file, parsed.valid,
                    class_mapping=mapping, nclass=nclass, img_size=img_size, augment=augment)
 
-    @staticmethod
-    def _first_image_shape(path):
-        for png, _ in read_records(path):
-            return decode_png(png).shape
-        raise UserError(f'{path} is empty')
+    @classmethod
+    def from_records(cls, name, train_file, test_file, valid, **kwargs):
+        """Every labelled record of `train_file`, its first `valid` labelled ones held out."""
+        return cls(name, train_file, test_file, valid=valid, valid_from_label_file=True, **kwargs)
 
     # -- building blocks
 
     def _records(self, path, skip=0, take=None, labelled_only=False):
-        ds = tf.data.TFRecordDataset(path).skip(skip)
-        if take is not None:
-            ds = ds.take(take)
-        ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+        """Parsed records of `path`; with `labelled_only`, skip/take count labelled records only."""
+        ds = tf.data.TFRecordDataset(path).map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
         if labelled_only:
             ds = ds.filter(lambda r: r['label'] >= 0)
-        return ds
+        ds = ds.skip(skip)
+        return ds.take(take) if take is not None else ds
 
-    def _decoded(self, ds, count):
-        """Decodes to uint8 once, cached in memory when `count` images fit in --cache_mb."""
-        height, width, channels = self.shape
-        ds = ds.map(lambda r: (tf.ensure_shape(tf.io.decode_png(r['image'], channels=channels),
-                                               self.shape), r['label']),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        if count * height * width * channels <= flags.FLAGS.cache_mb * (1 << 20):
-            ds = ds.cache()
-        return ds
+    def _train_records(self, unlabelled):
+        if unlabelled:
+            return self._records(self.unlabel_file, skip=0 if self.valid_from_label_file else self.valid)
+        return self._records(self.label_file, skip=self.valid if self.valid_from_label_file else 0,
+                             labelled_only=True)
 
-    @staticmethod
-    def _endless(ds, count, seed, start):
-        """Epoch e is `ds` shuffled with seed (seed, e); skips the first `start` elements.
+    def _fits_in_memory(self, count):
+        return count * int(np.prod(self.shape)) <= flags.FLAGS.cache_mb * (1 << 20)
 
-        Yields (element index, element) so augmentation can be seeded by position.
-        """
-        buffer = min(count, flags.FLAGS.shuffle_buffer)
-        first_epoch, offset = divmod(int(start), count)
-        epochs = tf.data.Dataset.range(first_epoch, 1 << 40)
-        ds = epochs.flat_map(lambda e: ds.shuffle(buffer, seed=seed * 1000003 + e))
-        return tf.data.Dataset.zip(tf.data.Dataset.range(start - offset, 1 << 62), ds).skip(offset)
+    def _decoded_arrays(self, unlabelled):
+        """(images uint8 [N, H, W, C], labels [N]) of a training file, decoded once and kept."""
+        if unlabelled not in self._arrays:
+            ds = self._train_records(unlabelled).map(
+                lambda r: (tf.ensure_shape(tf.io.decode_png(r['image'], channels=self.shape[2]), self.shape),
+                           r['label']), num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+            parts = list(ds.as_numpy_iterator())
+            self._arrays[unlabelled] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return self._arrays[unlabelled]
+
+    def _endless(self, unlabelled, seed, start):
+        """Infinite (element index, uint8 image, label), starting at element `start`."""
+        count = self.unlabel_count if unlabelled else len(self.train_labels)
+        if self._fits_in_memory(count):
+            images, labels = (tf.constant(a) for a in self._decoded_arrays(unlabelled))
+
+            def pick(i):
+                j = tf.random.experimental.index_shuffle(i % count, tf.stack([tf.constant(seed, tf.int64), i // count]),
+                                                         tf.constant(count - 1, tf.int64))
+                return i, images[j], labels[j]
+
+            return tf.data.Dataset.range(start, 1 << 62).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+        # Too large for memory: a seeded shuffle buffer over the repeated file, replayed to `start`.
+        ds = self._train_records(unlabelled).repeat()
+        ds = ds.shuffle(min(count, flags.FLAGS.shuffle_buffer), seed=seed).skip(start)
+        ds = tf.data.Dataset.zip(tf.data.Dataset.range(start, 1 << 62), ds)
+        return ds.map(lambda i, r: (i, tf.ensure_shape(tf.io.decode_png(r['image'], channels=self.shape[2]),
+                                                       self.shape), r['label']),
+                      num_parallel_calls=tf.data.AUTOTUNE)
 
     def _augmented(self, index, image, seed, view):
-        seeds = tf.stack([tf.cast(seed * 31 + view, tf.int64), index])
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        return to_model_range(self.augment(image, seeds))
+        """uint8 image -> augmented float32 image in [-1, 1], seeded by (seed, view, index)."""
+        seeds = tf.stack([tf.constant(seed * 31 + view, tf.int64), index])
+        return to_model_range(self.augment(tf.image.convert_image_dtype(image, tf.float32), seeds))
 
     # -- pipelines
 
     def train_labelled(self, batch, seed, start=0):
         """Infinite batches (images [B, H, W, C] in [-1, 1], labels [B]) of augmented labelled data."""
-        count = len(self.train_labels)
-        ds = self._decoded(self._records(self.label_file, labelled_only=True), count)
-        ds = self._endless(ds, count, seed, start)
-        ds = ds.map(lambda i, x: (self._augmented(i, x[0], seed, 0), x[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self._endless(False, seed, start)
+        ds = ds.map(lambda i, x, y: (self._augmented(i, x, seed, 0), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def train_unlabelled(self, batch, nu, seed, start=0):
         """Infinite batches of images [B, nu, H, W, C]: nu independent augmentations of each."""
-        count = self.unlabel_count
-        ds = self._decoded(self._records(self.unlabel_file, skip=self.unlabel_skip + self.valid), count)
-        ds = self._endless(ds, count, seed + 7919, start)
-        ds = ds.map(lambda i, x: tf.stack([self._augmented(i, x[0], seed + 7919, v)
-                                           for v in range(nu)]),
+        seed = seed + 7919
+        ds = self._endless(True, seed, start)
+        ds = ds.map(lambda i, x, y: tf.stack([self._augmented(i, x, seed, v) for v in range(nu)]),
                     num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -323,13 +373,16 @@ class DataSet:
 
     def eval_labelled(self, batch):
         """Finite batches (images, labels) of the labelled training images, un-augmented."""
-        return self._eval(self.label_file, batch)
+        return self._eval(self.label_file, batch, skip=self.valid if self.valid_from_label_file else 0)
 
     def eval_valid(self, batch):
-        """The first `valid` held-out labelled records of the unlabel file (empty when valid=0)."""
+        """Finite batches of the `valid` validation images (None when valid = 0)."""
         if not self.valid:
             return None
-        return self._eval(self.unlabel_file, batch, skip=self.unlabel_skip, take=self.valid)
+        if self.valid_from_label_file:
+            return self._eval(self.label_file, batch, take=self.valid)
+        return self._eval(self.unlabel_file, batch, take=self.valid)
 
     def eval_test(self, batch):
+        """Finite batches of the labelled test images."""
         return self._eval(self.test_file, batch)

@@ -39,6 +39,18 @@ def cli_main(main):
     return wrapped
 
 
+def _new_temp_file(path):
+    """Creates an empty temporary file beside `path` with ordinary (umask) permissions."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def _die(message):
     print(f'error: {message}', file=sys.stderr, flush=True)
     sys.exit(1)
@@ -72,10 +84,7 @@ def atomic_output(path, overwrite=False):
     On any failure the temporary file is removed, so no half-written output is left.
     """
     check_writable(path, overwrite)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -102,10 +111,7 @@ def atomic_outputs(paths, overwrite=False):
 
 @contextlib.contextmanager
 def _tmp_beside(path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
     finally:
