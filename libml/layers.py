@@ -1,7 +1,8 @@
 """The maths of one RealMix step (SPEC §4) as pure TensorFlow functions.
 
 Every function works eagerly and inside `tf.function` (and XLA), returns float32 tensors and
-keeps no Python state. Randomness is stateless: the same seed gives the same draw.
+keeps no Python state. Randomness is stateless: the same seed gives the same draw on a given
+device (XLA's generator differs from the eager one, so a jit-compiled step draws other values).
 Shapes: N rows, K classes; `[N, ...]` is any batch of images.
 """
 
@@ -30,16 +31,40 @@ def guess_label(logits_views, temperature):
     return tf.stop_gradient(sharpen(tf.add_n(probs) / len(probs), temperature))
 
 
+def stateless_gamma(seed, n, alpha, tries=16):
+    """n draws of Gamma(alpha, 1), alpha > 0, from int seed [2]; XLA-compilable.
+
+    Marsaglia-Tsang squeeze-rejection with `tries` proposals per draw evaluated at once (each is
+    accepted with probability > 0.95, so all fail with probability < 1e-20; the draw then falls
+    back to the distribution's centre d). alpha < 1 uses Gamma(alpha + 1) * U^(1 / alpha).
+    (`tf.random.stateless_gamma` has no XLA kernel, which `--xla` needs.) Returns [n] float32.
+    """
+    alpha = tf.cast(alpha, tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    boosted = tf.where(alpha < 1.0, alpha + 1.0, alpha)
+    d = boosted - 1.0 / 3.0
+    c = 1.0 / tf.sqrt(9.0 * d)
+    x = tf.random.stateless_normal([tries, n], seeds[0])
+    v = tf.maximum(1.0 + c * x, 0.0) ** 3
+    log_u = tf.math.log(tf.random.stateless_uniform([tries, n], seeds[1], minval=1e-30, maxval=1.0))
+    accept = (v > 0.0) & (log_u < 0.5 * tf.square(x) + d - d * v + d * tf.math.log(tf.maximum(v, 1e-30)))
+    first = tf.argmax(tf.cast(accept, tf.int32), axis=0)
+    chosen = tf.gather(tf.transpose(d * v), first, axis=1, batch_dims=1)
+    sample = tf.where(tf.reduce_any(accept, axis=0), chosen, d)
+    boost = tf.random.stateless_uniform([n], seeds[2], minval=1e-30, maxval=1.0) ** (1.0 / alpha)
+    return tf.where(alpha < 1.0, sample * boost, sample)
+
+
 def beta_lambda(seed, n, beta):
     """MixUp weights lam = max(l, 1 - l) with l ~ Beta(beta, beta), drawn statelessly.
 
-    seed: int32/int64 [2]; n: number of rows; beta: concentration > 0.
-    Returns [n] float32 in [0.5, 1].
+    seed: int32/int64 [2]; n: number of rows; beta: concentration > 0. l = g1 / (g1 + g2) with
+    g1, g2 ~ Gamma(beta) independent. Returns [n] float32 in [0.5, 1].
     """
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    g1 = tf.random.stateless_gamma([n], seeds[0], alpha=tf.cast(beta, tf.float32))
-    g2 = tf.random.stateless_gamma([n], seeds[1], alpha=tf.cast(beta, tf.float32))
-    lam = g1 / (g1 + g2)
+    g1 = stateless_gamma(seeds[0], n, beta)
+    g2 = stateless_gamma(seeds[1], n, beta)
+    lam = g1 / tf.maximum(g1 + g2, 1e-30)
     return tf.maximum(lam, 1.0 - lam)
 
 

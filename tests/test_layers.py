@@ -45,6 +45,24 @@ def test_beta_lambda_range_and_determinism():
     assert not np.array_equal(lam, layers.beta_lambda(tf.constant([3, 5], tf.int64), 1000, 0.75).numpy())
 
 
+@pytest.mark.parametrize('alpha', [0.3, 0.75, 2.0])
+def test_stateless_gamma_matches_numpy_distribution(alpha):
+    draws = layers.stateless_gamma(tf.constant([1, 2], tf.int64), 50000, alpha).numpy()
+    reference = np.random.RandomState(0).gamma(alpha, size=50000)
+    assert draws.mean() == pytest.approx(alpha, rel=0.03)  # Gamma(a, 1): mean a, variance a
+    assert draws.var() == pytest.approx(alpha, rel=0.08)
+    quantiles = [0.1, 0.25, 0.5, 0.75, 0.9]
+    np.testing.assert_allclose(np.quantile(draws, quantiles), np.quantile(reference, quantiles), rtol=0.06)
+
+
+def test_beta_lambda_matches_numpy_beta():
+    lam = layers.beta_lambda(tf.constant([7, 8], tf.int64), 50000, 0.75).numpy()
+    b = np.random.RandomState(1).beta(0.75, 0.75, 50000)
+    reference = np.maximum(b, 1 - b)
+    quantiles = [0.1, 0.25, 0.5, 0.75, 0.9]
+    np.testing.assert_allclose(np.quantile(lam, quantiles), np.quantile(reference, quantiles), rtol=0.02)
+
+
 def _mix_identity(n, seed):
     """MixUp of one-hot rows: row i of the output exposes lam_i (at i) and pi(i)."""
     x = np.eye(n, dtype=np.float32).reshape(n, 1, 1, n) * np.ones([1, 2, 2, 1], np.float32)
@@ -256,3 +274,39 @@ def test_decay_weights_exact_values():
     layers.decay_weights(kernels, 0.1)
     np.testing.assert_allclose(kernels[0].numpy(), [1.8, -3.6], rtol=1e-6)
     np.testing.assert_allclose(kernels[1].numpy(), [[0.9]], rtol=1e-6)
+
+
+def test_mixup_compiles_with_xla():
+    """XLA draws other random numbers than eager mode, but the same ones for the same seed."""
+    n = 9
+    x = np.eye(n, dtype=np.float32)
+    mix = tf.function(lambda seed: layers.mixup(x, x, 0.75, seed), jit_compile=True)
+    mixed, mixed_t = (v.numpy() for v in mix(tf.constant([1, 2], tf.int64)))
+    np.testing.assert_array_equal(mixed, mixed_t)
+    np.testing.assert_allclose(mixed.sum(axis=1), np.ones(n), rtol=1e-6)
+    assert (np.diag(mixed) >= 0.5 - 1e-6).all() and ((mixed > 0).sum(axis=1) <= 2).all()
+    np.testing.assert_array_equal(mix(tf.constant([1, 2], tf.int64))[0].numpy(), mixed)
+
+
+def test_step_maths_compiles_with_xla():
+    """Guess, interleave, TSA, masks and losses under jit_compile give the eager result."""
+    batch, nclass = 6, 4
+
+    def chain(logits_views, logits, targets, progress):
+        guess = layers.guess_label(logits_views, 0.5)
+        targets = tf.concat([targets, guess, guess], 0)
+        logits = tf.concat(layers.interleave(tf.split(logits, 3), batch), 0)
+        logits = tf.concat(layers.interleave(tf.split(logits, 3), batch), 0)
+        eta = layers.tsa_threshold('exp_schedule', progress, nclass)
+        mask_x = layers.tsa_mask(targets[:batch], tf.nn.softmax(logits[:batch]), eta)
+        mask_u = layers.percent_mask(tf.nn.softmax(logits[batch:]), 0.25)
+        loss_u = layers.unsupervised_loss(targets[batch:], logits[batch:], mask_u)
+        return layers.supervised_loss(targets[:batch], logits[:batch], mask_x) + layers.warmup_weight(
+            75.0, 512, 1) * loss_u
+
+    rng = np.random.RandomState(0)
+    args = ([rng.normal(size=[batch, nclass]).astype(np.float32) for _ in range(2)],
+            rng.normal(size=[3 * batch, nclass]).astype(np.float32),
+            np.eye(nclass, dtype=np.float32)[np.arange(batch) % nclass], tf.constant(0.5))
+    compiled = float(tf.function(chain, jit_compile=True)(*args))
+    assert compiled == pytest.approx(float(chain(*args)), rel=1e-5)
