@@ -220,7 +220,7 @@ class Trainer:
         head_shapes = {}
         reader = tf.train.load_checkpoint(path)
         for key, shape in reader.get_variable_to_shape_map().items():
-            if key.startswith('model/') and models.HEAD_KEY in key and key.endswith('VARIABLE_VALUE'):
+            if key.startswith('model/head/') and key.endswith('VARIABLE_VALUE'):
                 head_shapes[key] = shape
         source_nclass = next((s[-1] for s in head_shapes.values()), self.dataset.nclass)
         source = models.create_model(FLAGS.arch, source_nclass, self.dataset.shape, filters=FLAGS.filters,

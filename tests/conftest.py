@@ -36,3 +36,28 @@ def run_cli(args, ml_data=None, check=True, timeout=600, cwd=ROOT):
         raise AssertionError(f'{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\n'
                              f'stderr:\n{proc.stderr}')
     return proc
+
+
+@pytest.fixture(scope='session')
+def digits_source(tmp_path_factory):
+    """A read-only $ML_DATA built by the real commands: digits and the split digits.1@50."""
+    root = tmp_path_factory.mktemp('digits_ml_data')
+    run_cli(['scripts/create_datasets.py', 'digits'], ml_data=root)
+    run_cli(['scripts/create_split.py', '--seed=1', '--label_split_size=50', root / 'SSL' / 'digits',
+             root / 'digits-train.tfrecord'], ml_data=root)
+    return root
+
+
+@pytest.fixture
+def digits(digits_source, tmp_path, monkeypatch):
+    """A private, writable copy of `digits_source`, exported as $ML_DATA."""
+    import shutil
+    root = tmp_path / 'ml_data'
+    shutil.copytree(digits_source, root)
+    monkeypatch.setenv('ML_DATA', str(root))
+    return root
+
+
+# Flags for a training run that takes seconds: a tiny WRN, 16-image batches, 1 kimg reports.
+TINY_TRAIN = ['--filters=8', '--repeat=1', '--batch=16', '--report_kimg=1', '--save_kimg=1',
+              '--augment=svhn', '--eval_batch=512']
