@@ -31,6 +31,7 @@ from libml.utils import quiet_tensorflow  # noqa: E402
 quiet_tensorflow()
 
 import collections  # noqa: E402
+import http.client  # noqa: E402
 import io  # noqa: E402
 import re  # noqa: E402
 import tarfile  # noqa: E402
@@ -42,8 +43,6 @@ import numpy as np  # noqa: E402
 import scipy.io  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from libml import images  # noqa: E402
@@ -153,7 +152,7 @@ def download(url, path, timeout):
             return
         raise UserError(f'cannot download {url} (HTTP {e.code} {e.reason}): download {filename} '
                         'yourself and pass --archive_dir=<its folder>')
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         reason = ' '.join(str(getattr(e, 'reason', e)).split())
         raise UserError(f'cannot download {url} ({reason}): without network, download {filename} '
                         'elsewhere and pass --archive_dir=<its folder> (a rerun resumes a partial download)')
@@ -201,8 +200,10 @@ def mat_strings(cell):
     return [str(np.squeeze(item)).strip() for item in np.ravel(cell)]
 
 
-def cifar_images(data):
+def cifar_images(data, source):
     """CIFAR MATLAB rows uint8 [N, 3072] (R, G, B planes of 32x32, row-major) -> [N, 32, 32, 3]."""
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError(f'{source}: data has shape {data.shape}, expected [N, 3072]')
     return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
@@ -231,10 +232,10 @@ def cifar(archive, folder, train_members, test_member, meta_member, label_key, n
         test = tar_mat(tar, f'{folder}/{test_member}', ('data', label_key))
         names = mat_strings(tar_mat(tar, f'{folder}/{meta_member}', (names_key,))[names_key])
     nclass = len(names)
-    train_x = np.concatenate([cifar_images(m['data']) for m in train])
+    train_x = np.concatenate([cifar_images(m['data'], path) for m in train])
     train_y = np.concatenate([labels_of(m[label_key], path, nclass) for m in train])
     return Built({'train': arrays(train_x, train_y),
-                  'test': arrays(cifar_images(test['data']), labels_of(test[label_key], path, nclass))},
+                  'test': arrays(cifar_images(test['data'], path), labels_of(test[label_key], path, nclass))},
                  names, {})
 
 
@@ -257,6 +258,8 @@ def svhn():
         mat = load_mat(path, ('X', 'y'))
         labels = labels_of(mat['y'], path, 11)
         labels[labels == 10] = 0
+        if mat['X'].ndim != 4 or mat['X'].shape[:3] != (32, 32, 3):
+            raise UserError(f'{path}: X has shape {mat["X"].shape}, expected [32, 32, 3, N]')
         splits[split] = arrays(np.asarray(mat['X'], np.uint8).transpose(3, 0, 1, 2), labels)
     return Built(splits, [str(d) for d in range(10)], {})
 
@@ -270,7 +273,13 @@ def stl10_images(path, member, count):
     with open_tar(path) as tar:
         stream = tar.extractfile(member)
         for _ in range(count):
-            yield np.frombuffer(stream.read(size), np.uint8).reshape(STL10_SHAPE).transpose(2, 1, 0)
+            try:
+                data = stream.read(size)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                raise UserError(f'cannot read {member} from {path} ({e}): delete it and download it again')
+            if len(data) != size:
+                raise UserError(f'{member} in {path} ends early: delete it and download it again')
+            yield np.frombuffer(data, np.uint8).reshape(STL10_SHAPE).transpose(2, 1, 0)
 
 
 def stl10():
@@ -311,6 +320,8 @@ def upsample(image, size):
 
 def digits():
     """scikit-learn's bundled 8x8 digits (values 0..16) -> 16x16 grayscale, stratified 1,297/500 split."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes a second to load
+    from sklearn.model_selection import train_test_split
     data = load_digits()
     pixels = np.round(data.images * (255 / 16)).astype(np.uint8)
     upsampled = np.stack([upsample(p, DIGITS_SIZE) for p in pixels])
@@ -521,6 +532,8 @@ def check_arguments(names):
         for flag in ('traindir', 'testdir'):
             if not FLAGS[flag].value:
                 raise UserError(f'custom needs --{flag}=D')
+        if not FLAGS.unlabeldir and (FLAGS.unlabel_balance or FLAGS.cutout == 'unlabel'):
+            raise UserError('--unlabel_balance and --cutout=unlabel need --unlabeldir=D')
     else:
         given = [f for f in CUSTOM_FLAGS if FLAGS[f].present]
         if given:

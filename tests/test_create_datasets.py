@@ -1,10 +1,12 @@
 """scripts/create_datasets.py on miniature upstream archives and image folders, and libml/images.py."""
 
 import http.server
-import tarfile
 import json
 import os
 import re
+import subprocess
+import sys
+import tarfile
 import threading
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from libml import images
 from libml.data import decode_png, read_records
 from libml.utils import UserError
@@ -238,9 +240,15 @@ def test_custom_class_folders_and_flat_names_seed_readme_form(ml_data):
     unlabelled = [save(f'{root}/unlabeled/7_dog.png', noise(7, (8, 8, 3))),
                   save(f'{root}/unlabeled/cat/u.png', noise(8, (8, 8))),
                   save(f'{root}/unlabeled/noclass.png', noise(9, (8, 8, 3)))]
-    proc = run_cli(['./scripts/create_datasets.py', 'custom', '--name', 'mydataset',
-                    '--traindir', f'{root}/train/', '--unlabeldir', f'{root}/unlabeled/',
-                    '--testdir', f'{root}/test/'], ml_data=ml_data)
+    # Exactly the seed README's command: the script run as an executable, flags after `custom`.
+    env = dict(os.environ, ML_DATA=str(ml_data), CUDA_VISIBLE_DEVICES='',
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
+    env.pop('PYTHONPATH', None)
+    proc = subprocess.run(['./scripts/create_datasets.py', 'custom', '--name', 'mydataset',
+                           '--traindir', f'{root}/train/', '--unlabeldir', f'{root}/unlabeled/',
+                           '--testdir', f'{root}/test/'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
 
     x, y = read(ml_data / 'mydataset-train.tfrecord')
     # Sorted paths: 5_hot_dog.png, cat/a.png, cat/b.jpg, dog/c.png, then the unlabelled ones.
