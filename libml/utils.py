@@ -150,8 +150,22 @@ def parse_int_list(text, flag):
 
 
 def quiet_tensorflow():
-    """Silences TensorFlow's C++ start-up chatter (such as 'no CUDA driver' on a CPU machine).
+    """Imports TensorFlow without its C++ start-up chatter on stderr.
 
-    Call before importing tensorflow; an explicit TF_CPP_MIN_LOG_LEVEL wins.
+    TensorFlow prints oneDNN and 'no CUDA driver' notices while it loads, before its log
+    level applies. This sets TF_CPP_MIN_LOG_LEVEL (an explicit value wins) and silences
+    file descriptor 2 only while the import and the device discovery run.
     """
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    if 'tensorflow' in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
