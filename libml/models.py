@@ -286,11 +286,21 @@ def default_scales(size):
     return max(int(math.log2(size)) - 2, 1)
 
 
-def create_model(arch, nclass, shape, filters=32, repeat=4, scales=0, compute_dtype='float32'):
+def create_model(arch, nclass, shape, filters=32, repeat=4, scales=0, compute_dtype='float32',
+                 bn_momentum=0.999):
     """Builds the classifier `arch` for images of `shape` (H, W, C) and `nclass` classes.
 
-    scales=0 picks default_scales(H). Raises UserError for an unknown arch or dtype.
+    scales=0 picks default_scales(H); `bn_momentum` is every batch norm's moving-average
+    momentum. Raises UserError for an unknown arch or dtype.
     """
+    model = _create(arch, nclass, shape, filters, repeat, scales, compute_dtype)
+    for module in model.submodules:
+        if isinstance(module, BatchNorm):
+            module.momentum = bn_momentum
+    return model
+
+
+def _create(arch, nclass, shape, filters, repeat, scales, compute_dtype):
     if compute_dtype not in ('float32', 'float16', 'bfloat16'):
         raise UserError(f'unknown compute dtype {compute_dtype!r}: expected float32, float16 or bfloat16')
     scales = scales or default_scales(shape[0])

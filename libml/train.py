@@ -37,6 +37,8 @@ flags.DEFINE_enum('arch', 'resnet', ['resnet', 'convnet', 'shake'], 'Model: Wide
 flags.DEFINE_integer('filters', 32, 'Width of the first stage.')
 flags.DEFINE_integer('repeat', 4, 'Residual units per stage.')
 flags.DEFINE_integer('scales', 0, 'Number of stages; 0 = log2(image size) - 2.')
+flags.DEFINE_float('bn_momentum', 0.999, 'Momentum of the batch-norm moving statistics used for evaluation '
+                   '(0.999 as in MixMatch; short schedules of a few thousand steps need a smaller one, e.g. 0.99).')
 flags.DEFINE_integer('seed', 0, 'Seed for initialisation, data order, augmentation and MixUp.')
 flags.DEFINE_string('augment', 'cifar10', 'Online augmentation of training images: none, cifar10, svhn, stl10, color, cutout.')
 flags.DEFINE_string('class_mapping', '', 'Class-name JSON for per-class TensorBoard tags; default $ML_DATA/<name>_class_mappings.json.')
@@ -69,7 +71,7 @@ class Trainer:
 
     name = 'Model'
     nu = 0  # unlabelled views per image; 0 = the algorithm uses no unlabelled data
-    hparam_flags = ('arch', 'batch', 'lr', 'wd', 'ema', 'filters', 'repeat', 'scales', 'augment', 'seed')
+    hparam_flags = ('arch', 'batch', 'lr', 'wd', 'ema', 'filters', 'repeat', 'scales', 'augment', 'seed', 'bn_momentum')
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -91,7 +93,8 @@ class Trainer:
 
     def _create_model(self):
         return models.create_model(FLAGS.arch, self.dataset.nclass, self.dataset.shape,
-                                   filters=FLAGS.filters, repeat=FLAGS.repeat, scales=FLAGS.scales)
+                                   filters=FLAGS.filters, repeat=FLAGS.repeat, scales=FLAGS.scales,
+                                   bn_momentum=FLAGS.bn_momentum)
 
     # ------------------------------------------------------------------ naming
 
