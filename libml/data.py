@@ -285,7 +285,8 @@ class DataSet:
         if parsed.valid > capacity:
             raise UserError(f'--dataset={text}: validation size {parsed.valid} exceeds the {capacity} '
                             f'held-out labelled records at the head of {unlabel_file}; use a size '
-                            f'<= {capacity} or re-create the split with a larger --label_size')
+                            f'<= {capacity}, re-create the split with a larger --label_size, or (for an '
+                            f'augmented copy) re-run scripts/make_aug_copy.py with --valid_size={parsed.valid}')
         mapping = class_mapping or class_mapping_path(parsed.name, root)
         return cls(text, label_file, test_path(parsed.name, root), unlabel_file, parsed.valid,
                    class_mapping=mapping, nclass=nclass, img_size=img_size, augment=augment)

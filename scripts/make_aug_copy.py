@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Writes an augmented copy of a split: K augmented versions of every training-unlabelled image.
+
+Usage:
+  scripts/make_aug_copy.py --aug_dataset=<name>.<seed>@<size> --aug_copy=K \\
+      --augment=cifar10|svhn|stl10|stl-10|color|cutout [--unlabel_size=U] [--valid_size=V] \\
+      [--seed=S] [--overwrite]
+
+Reads $ML_DATA/SSL/<name>.<seed>@<size>-{label,unlabel}.tfrecord and -map.json and writes the
+dataset <name>_aug<K>.<seed>@<size>:
+  SSL/<name>_aug<K>.<seed>@<size>-unlabel.tfrecord  the first V held-out labelled records of
+      the source unlabel file, un-augmented (the validation images), then K augmented
+      copies of each of the other records, shuffled with a seeded buffer. Streamed: only
+      the shuffle buffer is held in memory.
+  SSL/<name>_aug<K>.<seed>@<size>-label.tfrecord    a copy of the labelled file
+  SSL/<name>_aug<K>.<seed>@<size>-map.json          valid_capacity = V, counts
+  <name>_aug<K>-test.tfrecord, <name>_aug<K>_class_mappings.json   copies (shared by every
+      split of the dataset: left alone when identical)
+
+V (--valid_size) defaults to every held-out record when the unlabel file also holds records
+after them (custom splits made with --label_size); for benchmark splits, whose unlabel file
+is entirely held-out labelled records, it defaults to 0 so that every image is augmented:
+pass e.g. --valid_size=5000 to keep 5000 for validation (then train on
+<name>_aug<K>.<seed>@<size>-5000).
+
+Example:
+  scripts/make_aug_copy.py --aug_dataset=cifar10.1@250 --unlabel_size=49750 --aug_copy=50 \\
+      --augment=cutout
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from libml.utils import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()
+
+import filecmp  # noqa: E402
+import shutil  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from libml import augment as augment_lib  # noqa: E402
+from libml import data, splits  # noqa: E402
+from libml.utils import UserError, atomic_outputs, cli_main, data_dir, read_json  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('aug_dataset', None, 'Source split <name>.<seed>@<size>, e.g. cifar10.1@250 (required).')
+flags.DEFINE_integer('aug_copy', None, 'Augmented copies of each training-unlabelled image (required).')
+flags.DEFINE_string('augment', None,
+                    'Augmentation: cifar10, svhn, stl10 (or stl-10), color or cutout (required).')
+flags.DEFINE_integer('unlabel_size', None,
+                     'Expected number of training-unlabelled images (checked against the data).')
+flags.DEFINE_integer('valid_size', None,
+                     'Held-out labelled records carried over un-augmented for validation '
+                     '(default: see the help text above).')
+flags.DEFINE_integer('seed', None, 'Augmentation and shuffling seed (default: the split seed).')
+flags.DEFINE_integer('copy_buffer', 10000, 'Shuffle buffer of the augmented stream, in images.')
+flags.DEFINE_bool('overwrite', False, 'Replace existing output files.')
+
+
+def check_flags():
+    """UserError for missing or out-of-range flags; returns the parsed source split name."""
+    for name in ('aug_dataset', 'aug_copy', 'augment'):
+        if FLAGS[name].value is None:
+            raise UserError(f'--{name} is required (see --help)')
+    if FLAGS.augment == 'none':
+        raise UserError('--augment=none would write identical copies: choose cifar10, svhn, stl10, '
+                        'color or cutout')
+    augment_lib.get(FLAGS.augment)
+    if FLAGS.aug_copy < 1:
+        raise UserError(f'--aug_copy={FLAGS.aug_copy}: must be at least 1')
+    if FLAGS.copy_buffer < 1:
+        raise UserError(f'--copy_buffer={FLAGS.copy_buffer}: must be at least 1')
+    return data.parse_split_name(FLAGS.aug_dataset)
+
+
+def shared_copies(pairs):
+    """(source, target) copies shared by every split; drops those already there and identical.
+
+    UserError when a target differs from its source and --overwrite is not given.
+    """
+    todo = []
+    for source, target in pairs:
+        if os.path.exists(target) and not FLAGS.overwrite:
+            if not filecmp.cmp(source, target, shallow=False):
+                raise UserError(f'{target} already exists and differs from {source}: '
+                                'pass --overwrite to replace it')
+            continue
+        todo.append((source, target))
+    return todo
+
+
+def write_unlabel(path, source, valid, count, shape, seed):
+    """Head of `valid` source records as is, then the augmented stream; returns label counts."""
+    total = valid + FLAGS.aug_copy * count
+    counts = Counter()
+    stream = splits.augmented_stream(source, valid, count, FLAGS.aug_copy, FLAGS.augment, seed,
+                                     shape, FLAGS.copy_buffer)
+    with tf.io.TFRecordWriter(path) as writer, tqdm(total=total, desc='unlabel', unit='img') as bar:
+        for raw in tf.data.TFRecordDataset(source).take(valid).as_numpy_iterator():
+            writer.write(raw)
+            counts[int(tf.train.Example.FromString(raw).features.feature['label'].int64_list.value[0])] += 1
+            bar.update()
+        for png, label in stream.as_numpy_iterator():
+            writer.write(data.serialize_example(png, label))
+            counts[int(label)] += 1
+            bar.update()
+    return counts
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f'unexpected arguments {" ".join(argv[1:])}: everything is given by flags')
+    source = check_flags()
+    label_src, unlabel_src, map_src = data.split_paths(source.split)
+    for path in (label_src, unlabel_src):
+        data.check_record_file(path, 'split file')
+    source_map = read_json(map_src, 'split map')
+    test_src = data.test_path(source.name)
+    data.check_record_file(test_src, 'test file')
+    total = data.count_records(unlabel_src)
+    capacity = min(int(source_map.get('valid_capacity', 0)), total)
+    valid = splits.choose_valid_size(capacity, total, FLAGS.valid_size)
+    count = total - valid
+    if FLAGS.unlabel_size is not None and FLAGS.unlabel_size != count:
+        raise UserError(f'--unlabel_size={FLAGS.unlabel_size}, but {unlabel_src} holds {count} '
+                        f'training-unlabelled records ({total} records, the first {valid} kept for '
+                        'validation): fix or drop the flag')
+    if count == 0:
+        raise UserError(f'{unlabel_src} has no records left to augment after the {valid} validation '
+                        'records: lower --valid_size')
+    name = f'{source.name}_aug{FLAGS.aug_copy}'
+    stem = f'{name}.{source.seed}@{source.size}'
+    label_out, unlabel_out, map_out = data.split_paths(stem)
+    shared = [(test_src, data.test_path(name))]
+    if os.path.exists(data.class_mapping_path(source.name)):
+        shared.append((data.class_mapping_path(source.name), data.class_mapping_path(name)))
+    shared = shared_copies(shared)
+    seed = source.seed if FLAGS.seed is None else FLAGS.seed
+    shape = data.first_image_shape(unlabel_src)
+    print(f'{unlabel_out}: {valid} validation records, then {FLAGS.aug_copy} x {count} augmented '
+          f'({FLAGS.augment}) images')
+    outputs = [label_out, unlabel_out, map_out] + [target for _, target in shared]
+    with atomic_outputs(outputs, FLAGS.overwrite) as tmps:
+        shutil.copyfile(label_src, tmps[0])
+        counts = write_unlabel(tmps[1], unlabel_src, valid, count, shape, seed)
+        splits.write_map(tmps[2], {
+            'source': source.split, 'aug_copy': FLAGS.aug_copy, 'augment': FLAGS.augment, 'seed': seed,
+            'valid_capacity': valid, 'train_unlabelled': count, 'records': valid + FLAGS.aug_copy * count,
+            'label_counts': source_map.get('label_counts'),
+            'unlabel_counts': {str(k): v for k, v in sorted(counts.items())},
+            'label': source_map.get('label'), 'unlabel_head': source_map.get('unlabel', [])[:valid],
+        })
+        for (src, _), tmp in zip(shared, tmps[3:]):
+            shutil.copyfile(src, tmp)
+    print(f'wrote {name}.{source.seed}@{source.size} (train with --dataset={stem}-<valid>, '
+          f'<valid> <= {valid}) in {data_dir()}')
+
+
+if __name__ == '__main__':
+    app.run(cli_main(main))
