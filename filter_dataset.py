@@ -88,6 +88,7 @@ def split_map_update(part, source_part, source_map, kept, new_labels, valid_capa
     if source_ids and len(source_ids) > kept.max():
         update[part] = [source_ids[i] for i in kept]
     if part == 'unlabel':
+        update['label_size'] = (source_map or {}).get('label_size')
         update['valid_capacity'] = int(valid_capacity)
         update['valid_counts'] = splits.class_counts(new_labels[:valid_capacity])
     return update

@@ -17,11 +17,11 @@ dataset <name>_aug<K>.<seed>@<size>:
   <name>_aug<K>-test.tfrecord, <name>_aug<K>_class_mappings.json   copies (shared by every
       split of the dataset: left alone when identical)
 
-V (--valid_size) defaults to every held-out record when the unlabel file also holds records
-after them (custom splits made with --label_size); for benchmark splits, whose unlabel file
-is entirely held-out labelled records, it defaults to 0 so that every image is augmented:
-pass e.g. --valid_size=5000 to keep 5000 for validation (then train on
-<name>_aug<K>.<seed>@<size>-5000).
+V (--valid_size) defaults to every held-out record for splits made with --label_size
+(custom datasets: the held-out records are the validation set), and to 0 otherwise, so that
+every image of a benchmark split (whose unlabel file is all held-out labelled records) is
+augmented, as the example below expects. To validate on such a dataset, keep some records:
+--valid_size=5000, then train on <name>_aug<K>.<seed>@<size>-5000.
 
 Example:
   scripts/make_aug_copy.py --aug_dataset=cifar10.1@250 --unlabel_size=49750 --aug_copy=50 \\
@@ -126,7 +126,7 @@ def main(argv):
     data.check_record_file(test_src, 'test file')
     total = data.count_records(unlabel_src)
     capacity = min(int(source_map.get('valid_capacity', 0)), total)
-    valid = splits.choose_valid_size(capacity, total, FLAGS.valid_size)
+    valid = splits.choose_valid_size(capacity, FLAGS.valid_size, source_map.get('label_size'))
     count = total - valid
     if FLAGS.unlabel_size is not None and FLAGS.unlabel_size != count:
         raise UserError(f'--unlabel_size={FLAGS.unlabel_size}, but {unlabel_src} holds {count} '
@@ -153,7 +153,7 @@ def main(argv):
         splits.write_map(tmps[2], {
             'source': source.split, 'aug_copy': FLAGS.aug_copy, 'augment': FLAGS.augment, 'seed': seed,
             'valid_capacity': valid, 'train_unlabelled': count, 'records': valid + FLAGS.aug_copy * count,
-            'label_counts': source_map.get('label_counts'),
+            'label_size': source_map.get('label_size'), 'label_counts': source_map.get('label_counts'),
             'unlabel_counts': {str(k): v for k, v in sorted(counts.items())},
             'label': source_map.get('label'), 'unlabel_head': source_map.get('unlabel', [])[:valid],
         })

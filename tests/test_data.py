@@ -53,7 +53,7 @@ def build_dataset(root, name='tiny', n_train=200, n_unlabelled=0, n_test=40, siz
     data.write_records(label_file, [records[i] for i in split['label']])
     data.write_records(unlabel_file, [records[i] for i in split['unlabel']])
     os.makedirs(os.path.dirname(map_file), exist_ok=True)
-    splits.write_map(map_file, {'valid_capacity': split['valid_capacity'],
+    splits.write_map(map_file, {'valid_capacity': split['valid_capacity'], 'label_size': label_size,
                                 'label': split['label'].tolist(), 'unlabel': split['unlabel'].tolist()})
     return split
 

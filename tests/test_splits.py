@@ -102,11 +102,11 @@ def test_relabel_and_heldout_first():
 
 
 def test_choose_valid_size():
-    assert splits.choose_valid_size(50, 300) == 50
-    assert splits.choose_valid_size(300, 300) == 0
-    assert splits.choose_valid_size(300, 300, 100) == 100
+    assert splits.choose_valid_size(50, label_size=500) == 50
+    assert splits.choose_valid_size(300) == 0
+    assert splits.choose_valid_size(300, 100) == 100
     with pytest.raises(UserError, match='--valid_size=51'):
-        splits.choose_valid_size(50, 300, 51)
+        splits.choose_valid_size(50, 51, label_size=500)
 
 
 def test_describe_record_file(tmp_path):
@@ -190,7 +190,7 @@ def test_check_stem():
 # --------------------------------------------------------------------------- make_aug_copy
 
 def test_make_aug_copy(ml_data):
-    split = build_dataset(str(ml_data), n_train=220, n_unlabelled=20)  # 150 held out + 20 unlabelled
+    split = build_dataset(str(ml_data), n_train=220, n_unlabelled=20, label_size=200)  # 150 held out + 20
     names = {str(i): f'class{i}' for i in range(NCLASS)}
     json.dump(names, open(data.class_mapping_path('tiny', str(ml_data)), 'w'))
     run_cli(['scripts/make_aug_copy.py', '--aug_dataset=tiny.1@50', '--aug_copy=3', '--augment=svhn',
