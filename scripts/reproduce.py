@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Digits analogues of the RealMix paper's tables, from data building to a markdown table.
+
+Table a (labels): 50 / 100 / 250 labels; supervised, MixUp baseline, MixMatch, RealMix.
+Table b (distribution mismatch): labelled classes 2-7 at 3 and 10 labels per class;
+unlabelled images filtered as in the original out-of-distribution commands (classes 4,5,6,7
+= 0% mismatch ... 0,1,8,9 = 100%), out-of-distribution ones labelled -1; supervised vs
+MixMatch vs RealMix (with the percent mask).
+
+Writes <train_dir>/reproduce/table_<a|b>.md and .csv (method, labels, mismatch, test accuracy =
+median of the last 10 reports, change over the previous 10 reports as a convergence check,
+seed, wall time, command) and a log of every command. Every cell is the command shown in the
+CSV; rerunning reuses finished runs (they resume, and are complete).
+
+    python scripts/reproduce.py --tables=a,b
+    python scripts/reproduce.py --quick      # tiny schedules, seconds per cell (CI)
+"""
+
+import csv
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from libml import workflow  # noqa: E402
+from libml.events import read_scalars  # noqa: E402
+from libml.utils import UserError, atomic_output, cli_main, data_dir  # noqa: E402
+
+flags.DEFINE_string('train_dir', './experiments', 'Runs go to <train_dir>/..., tables to <train_dir>/reproduce/.')
+flags.DEFINE_string('tables', 'a,b', 'Which tables to produce: a, b or a,b.')
+flags.DEFINE_boolean('quick', False, 'Tiny schedules and one label size per table: checks the pipeline, not the numbers.')
+flags.DEFINE_integer('seed', 1, 'Split seed (the <seed> of digits.<seed>@<size>) and training seed.')
+FLAGS = flags.FLAGS
+
+AUG_COPIES = 8
+VALID = 250  # table a validates on 250 held-out labelled images; table b on none (see make_mismatch)
+SCHEDULE = ['--filters=16', '--repeat=2', '--train_kimg=192', '--report_kimg=8', '--save_kimg=64', '--ema=0.99',
+            '--augment=svhn']
+QUICK = ['--filters=8', '--repeat=1', '--batch=16', '--train_kimg=2', '--report_kimg=1', '--save_kimg=1',
+         '--augment=svhn']
+SSL = ['--warmup_kimg=64', '--w_match=75', '--beta=0.75']
+METHODS = {
+    'Supervised': ('fully_supervised/fs_baseline.py', ['--smoothing=0.001']),
+    'MixUp': ('fully_supervised/fs_mixup.py', ['--beta=0.5']),
+    'MixMatch': ('realmix.py', SSL + ['--tsa=none', '--percent_mask=-1']),
+    'RealMix': ('realmix.py', SSL + ['--tsa=linear_schedule', '--percent_mask=0.25']),
+}
+# Unlabelled classes for each mismatch level, as in the original out-of-distribution commands.
+MISMATCH = {0: '4,5,6,7', 25: '0,5,6,7', 50: '0,1,6,7', 75: '0,1,8,7', 100: '0,1,8,9'}
+INLIERS = '2,3,4,5,6,7'
+
+
+def ssl(*parts):
+    return os.path.join(data_dir(), 'SSL', *parts)
+
+
+def make_split(size, log):
+    root = data_dir()
+    workflow.ensure(os.path.join(root, 'digits-train.tfrecord'), ['scripts/create_datasets.py', 'digits'], log)
+    workflow.ensure(ssl(f'digits.{FLAGS.seed}@{size}-label.tfrecord'),
+                    ['scripts/create_split.py', f'--seed={FLAGS.seed}', f'--label_split_size={size}',
+                     ssl('digits'), os.path.join(root, 'digits-train.tfrecord')], log)
+
+
+def make_aug_copy(name, size, valid, log):
+    """The augmented copy `<name>_aug8.<seed>@<size>` (with `valid` clean validation images) for RealMix."""
+    workflow.ensure(ssl(f'{name}_aug{AUG_COPIES}.{FLAGS.seed}@{size}-unlabel.tfrecord'),
+                    ['scripts/make_aug_copy.py', f'--aug_dataset={name}.{FLAGS.seed}@{size}',
+                     f'--aug_copy={AUG_COPIES}', '--augment=svhn', f'--valid_size={valid}'], log)
+    return f'{name}_aug{AUG_COPIES}'
+
+
+def make_mismatch(size, level, log):
+    """digits6_mm<level>.<seed>@<size>: labelled classes 2-7, unlabelled from MISMATCH[level]."""
+    name, stem = f'digits6_mm{level}', f'{FLAGS.seed}@{size}'
+    order = f'--label_order={INLIERS}'
+    for part, classes in (('label', INLIERS), ('unlabel', MISMATCH[level])):
+        workflow.ensure(ssl(f'{name}.{stem}-{part}.tfrecord'),
+                        ['filter_dataset.py', f'--class_filter={classes}', order,
+                         f'--filter_dataset={ssl(f"digits.{stem}-{part}.tfrecord")}',
+                         f'--save_name={ssl(f"{name}.{stem}-{part}.tfrecord")}'], log)
+    workflow.ensure(os.path.join(data_dir(), f'{name}-test.tfrecord'),
+                    ['filter_dataset.py', f'--class_filter={INLIERS}', order,
+                     f'--filter_dataset={os.path.join(data_dir(), "digits-test.tfrecord")}',
+                     f'--save_name={name}-test'], log)
+    return name
+
+
+def plateau(run_dir):
+    """Median of the last 10 test accuracies minus the median of the 10 before (points)."""
+    import numpy as np
+    values = [v for _, v in read_scalars(os.path.join(run_dir, 'tf'), 'accuracy_test')]
+    if len(values) < 20:
+        return float('nan')
+    return float(np.median(values[-10:]) - np.median(values[-20:-10]))
+
+
+def cell(method, dataset, log):
+    script, extra = METHODS[method]
+    schedule = QUICK if FLAGS.quick else SCHEDULE
+    flags_ = [f'--dataset={dataset}', f'--train_dir={FLAGS.train_dir}', f'--seed={FLAGS.seed}'] + schedule + extra
+    print(f'\n== {method} on {dataset} ==', flush=True)
+    result = workflow.train(script, flags_, log)
+    print(f'   test accuracy {result["accuracy"]:.1f}% in {result["wall_s"] / 60:.1f} min', flush=True)
+    return result
+
+
+def table_a(log):
+    rows = []
+    for size in ([50] if FLAGS.quick else [50, 100, 250]):
+        make_split(size, log)
+        aug = make_aug_copy('digits', size, VALID, log)
+        for method in METHODS:
+            name = aug if method == 'RealMix' else 'digits'
+            rows.append((method, size, '-', cell(method, f'{name}.{FLAGS.seed}@{size}-{VALID}', log)))
+    return rows
+
+
+def table_b(log):
+    rows = []
+    for per_class in ([3] if FLAGS.quick else [3, 10]):
+        size = per_class * 10
+        make_split(size, log)
+        names = {level: make_mismatch(size, level, log) for level in MISMATCH}
+        rows.append(('Supervised', per_class * 6, 'any', cell('Supervised', f'{names[0]}.{FLAGS.seed}@{size}-0', log)))
+        for level in (list(MISMATCH)[::4] if FLAGS.quick else MISMATCH):
+            rows.append(('MixMatch', per_class * 6, f'{level}%',
+                         cell('MixMatch', f'{names[level]}.{FLAGS.seed}@{size}-0', log)))
+            aug = make_aug_copy(names[level], size, 0, log)
+            rows.append(('RealMix', per_class * 6, f'{level}%', cell('RealMix', f'{aug}.{FLAGS.seed}@{size}-0', log)))
+    return rows
+
+
+def write_table(name, title, rows, out_dir):
+    header = ['method', 'labels', 'mismatch', 'test accuracy (%)', 'change over previous 10 reports',
+              'seed', 'wall time (min)', 'command']
+    cells = [[m, labels, mismatch, f'{r["accuracy"]:.1f}', f'{plateau(r["run_dir"]):+.1f}', FLAGS.seed,
+              f'{r["wall_s"] / 60:.1f}', r['command']] for m, labels, mismatch, r in rows]
+    with atomic_output(os.path.join(out_dir, f'{name}.csv'), overwrite=True) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            csv.writer(f).writerows([header] + cells)
+    short = [c[:-1] for c in cells]
+    text = f'## {title}\n\n' + workflow.markdown_table(header[:-1], short) + '\n'
+    with atomic_output(os.path.join(out_dir, f'{name}.md'), overwrite=True) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(text)
+    print('\n' + text, flush=True)
+
+
+def main(argv):
+    del argv
+    tables = [t.strip() for t in FLAGS.tables.split(',') if t.strip()]
+    unknown = set(tables) - {'a', 'b'}
+    if unknown or not tables:
+        raise UserError(f'--tables={FLAGS.tables}: expected a, b or a,b')
+    out_dir = os.path.join(FLAGS.train_dir, 'reproduce')
+    os.makedirs(out_dir, exist_ok=True)
+    log = os.path.join(out_dir, 'commands.log')
+    if 'a' in tables:
+        write_table('table_a', 'Table a: test accuracy (%) on digits by number of labels', table_a(log), out_dir)
+    if 'b' in tables:
+        write_table('table_b', 'Table b: labelled classes 2-7, unlabelled with class mismatch', table_b(log), out_dir)
+
+
+if __name__ == '__main__':
+    app.run(cli_main(main))
