@@ -34,42 +34,10 @@ flags.DEFINE_boolean('quick', False, 'Tiny schedules and one label size per tabl
 flags.DEFINE_integer('seed', 1, 'Split seed (the <seed> of digits.<seed>@<size>) and training seed.')
 FLAGS = flags.FLAGS
 
-AUG_COPIES = 8
 VALID = 250  # table a validates on 250 held-out labelled images; table b on none (see make_mismatch)
-SCHEDULE = ['--filters=16', '--repeat=2', '--train_kimg=192', '--report_kimg=8', '--save_kimg=64', '--ema=0.99',
-            '--augment=svhn']
-QUICK = ['--filters=8', '--repeat=1', '--batch=16', '--train_kimg=2', '--report_kimg=1', '--save_kimg=1',
-         '--augment=svhn']
-SSL = ['--warmup_kimg=64', '--w_match=75', '--beta=0.75']
-METHODS = {
-    'Supervised': ('fully_supervised/fs_baseline.py', ['--smoothing=0.001']),
-    'MixUp': ('fully_supervised/fs_mixup.py', ['--beta=0.5']),
-    'MixMatch': ('realmix.py', SSL + ['--tsa=none', '--percent_mask=-1']),
-    'RealMix': ('realmix.py', SSL + ['--tsa=linear_schedule', '--percent_mask=0.25']),
-}
 # Unlabelled classes for each mismatch level, as in the original out-of-distribution commands.
 MISMATCH = {0: '4,5,6,7', 25: '0,5,6,7', 50: '0,1,6,7', 75: '0,1,8,7', 100: '0,1,8,9'}
 INLIERS = '2,3,4,5,6,7'
-
-
-def ssl(*parts):
-    return os.path.join(data_dir(), 'SSL', *parts)
-
-
-def make_split(size, log):
-    root = data_dir()
-    workflow.ensure(os.path.join(root, 'digits-train.tfrecord'), ['scripts/create_datasets.py', 'digits'], log)
-    workflow.ensure(ssl(f'digits.{FLAGS.seed}@{size}-label.tfrecord'),
-                    ['scripts/create_split.py', f'--seed={FLAGS.seed}', f'--label_split_size={size}',
-                     ssl('digits'), os.path.join(root, 'digits-train.tfrecord')], log)
-
-
-def make_aug_copy(name, size, valid, log):
-    """The augmented copy `<name>_aug8.<seed>@<size>` (with `valid` clean validation images) for RealMix."""
-    workflow.ensure(ssl(f'{name}_aug{AUG_COPIES}.{FLAGS.seed}@{size}-unlabel.tfrecord'),
-                    ['scripts/make_aug_copy.py', f'--aug_dataset={name}.{FLAGS.seed}@{size}',
-                     f'--aug_copy={AUG_COPIES}', '--augment=svhn', f'--valid_size={valid}'], log)
-    return f'{name}_aug{AUG_COPIES}'
 
 
 def make_mismatch(size, level, log):
@@ -77,10 +45,10 @@ def make_mismatch(size, level, log):
     name, stem = f'digits6_mm{level}', f'{FLAGS.seed}@{size}'
     order = f'--label_order={INLIERS}'
     for part, classes in (('label', INLIERS), ('unlabel', MISMATCH[level])):
-        workflow.ensure(ssl(f'{name}.{stem}-{part}.tfrecord'),
+        workflow.ensure(workflow.ssl_path(f'{name}.{stem}-{part}.tfrecord'),
                         ['filter_dataset.py', f'--class_filter={classes}', order,
-                         f'--filter_dataset={ssl(f"digits.{stem}-{part}.tfrecord")}',
-                         f'--save_name={ssl(f"{name}.{stem}-{part}.tfrecord")}'], log)
+                         f'--filter_dataset={workflow.ssl_path(f"digits.{stem}-{part}.tfrecord")}',
+                         f'--save_name={workflow.ssl_path(f"{name}.{stem}-{part}.tfrecord")}'], log)
     workflow.ensure(os.path.join(data_dir(), f'{name}-test.tfrecord'),
                     ['filter_dataset.py', f'--class_filter={INLIERS}', order,
                      f'--filter_dataset={os.path.join(data_dir(), "digits-test.tfrecord")}',
@@ -98,21 +66,15 @@ def plateau(run_dir):
 
 
 def cell(method, dataset, log):
-    script, extra = METHODS[method]
-    schedule = QUICK if FLAGS.quick else SCHEDULE
-    flags_ = [f'--dataset={dataset}', f'--train_dir={FLAGS.train_dir}', f'--seed={FLAGS.seed}'] + schedule + extra
-    print(f'\n== {method} on {dataset} ==', flush=True)
-    result = workflow.train(script, flags_, log)
-    print(f'   test accuracy {result["accuracy"]:.1f}% in {result["wall_s"] / 60:.1f} min', flush=True)
-    return result
+    return workflow.train_method(method, dataset, FLAGS.train_dir, FLAGS.seed, quick=FLAGS.quick, log=log)
 
 
 def table_a(log):
     rows = []
     for size in ([50] if FLAGS.quick else [50, 100, 250]):
-        make_split(size, log)
-        aug = make_aug_copy('digits', size, VALID, log)
-        for method in METHODS:
+        workflow.make_digits_split(FLAGS.seed, size, log)
+        aug = workflow.make_aug_copy('digits', FLAGS.seed, size, VALID, log)
+        for method in workflow.METHODS:
             name = aug if method == 'RealMix' else 'digits'
             rows.append((method, size, '-', cell(method, f'{name}.{FLAGS.seed}@{size}-{VALID}', log)))
     return rows
@@ -122,13 +84,13 @@ def table_b(log):
     rows = []
     for per_class in ([3] if FLAGS.quick else [3, 10]):
         size = per_class * 10
-        make_split(size, log)
+        workflow.make_digits_split(FLAGS.seed, size, log)
         names = {level: make_mismatch(size, level, log) for level in MISMATCH}
         rows.append(('Supervised', per_class * 6, 'any', cell('Supervised', f'{names[0]}.{FLAGS.seed}@{size}-0', log)))
         for level in (list(MISMATCH)[::4] if FLAGS.quick else MISMATCH):
             rows.append(('MixMatch', per_class * 6, f'{level}%',
                          cell('MixMatch', f'{names[level]}.{FLAGS.seed}@{size}-0', log)))
-            aug = make_aug_copy(names[level], size, 0, log)
+            aug = workflow.make_aug_copy(names[level], FLAGS.seed, size, 0, log)
             rows.append(('RealMix', per_class * 6, f'{level}%', cell('RealMix', f'{aug}.{FLAGS.seed}@{size}-0', log)))
     return rows
 

@@ -1,7 +1,6 @@
 """The shared training loop in-process: one step's exact arithmetic, no retracing, labelled-only baselines."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
