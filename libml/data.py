@@ -232,13 +232,16 @@ class DataSet:
     """
 
     def __init__(self, name, label_file, test_file, unlabel_file=None, valid=0, valid_from_label_file=False,
-                 class_mapping=None, nclass=None, img_size=None, augment='none'):
+                 class_mapping=None, nclass=None, img_size=None, augment='none', clean_head=0):
         for path in [label_file, test_file] + ([unlabel_file] if unlabel_file else []):
             check_record_file(path)
         self.name = name
         self.label_file, self.unlabel_file, self.test_file = label_file, unlabel_file, test_file
         self.valid = valid
         self.valid_from_label_file = valid_from_label_file
+        # Unlabel-file records never trained on: the validation images, or an augmented copy's
+        # whole un-augmented head (its map's clean_head), whichever is longer.
+        self.unlabel_skip = 0 if valid_from_label_file else max(valid, clean_head)
         self.augment = augment_lib.get(augment)
         self.shape = first_image_shape(label_file)
         labels = read_labels(label_file)
@@ -268,7 +271,7 @@ class DataSet:
         self.class_names = load_class_names(class_mapping, self.nclass)
         self.unlabel_count = 0
         if unlabel_file:
-            self.unlabel_count = count_records(unlabel_file) - (0 if valid_from_label_file else valid)
+            self.unlabel_count = count_records(unlabel_file) - self.unlabel_skip
             if self.unlabel_count <= 0:
                 raise UserError(f'{unlabel_file} has no training-unlabelled records left after '
                                 f'{valid} validation records')
@@ -289,7 +292,8 @@ class DataSet:
                             f'augmented copy) re-run scripts/make_aug_copy.py with --valid_size={parsed.valid}')
         mapping = class_mapping or class_mapping_path(parsed.name, root)
         return cls(text, label_file, test_path(parsed.name, root), unlabel_file, parsed.valid,
-                   class_mapping=mapping, nclass=nclass, img_size=img_size, augment=augment)
+                   class_mapping=mapping, nclass=nclass, img_size=img_size, augment=augment,
+                   clean_head=int(split_map.get('clean_head', 0)))
 
     @classmethod
     def from_records(cls, name, train_file, test_file, valid, **kwargs):
@@ -308,7 +312,7 @@ class DataSet:
 
     def _train_records(self, unlabelled):
         if unlabelled:
-            return self._records(self.unlabel_file, skip=0 if self.valid_from_label_file else self.valid)
+            return self._records(self.unlabel_file, skip=self.unlabel_skip)
         return self._records(self.label_file, skip=self.valid if self.valid_from_label_file else 0,
                              labelled_only=True)
 

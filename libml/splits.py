@@ -137,15 +137,10 @@ def augmented_stream(path, skip, count, copies, augment, seed, shape, buffer=100
     return ds.shuffle(buffer, seed=seed).prefetch(tf.data.AUTOTUNE)
 
 
-def choose_valid_size(valid_capacity, valid_size=None, label_size=None):
-    """Held-out records an augmented copy carries over un-augmented for validation.
-
-    Default: all of them when the split was made with --label_size (`label_size` in its map:
-    a custom dataset whose held-out records are its validation set), else 0, so that every
-    image of a benchmark split (whose unlabel file is all held-out records) gets augmented.
-    """
+def choose_valid_size(valid_capacity, valid_size=None):
+    """Held-out records an augmented copy carries over un-augmented for validation (default: all)."""
     if valid_size is None:
-        return valid_capacity if label_size is not None else 0
+        return valid_capacity
     if not 0 <= valid_size <= valid_capacity:
         raise UserError(f'--valid_size={valid_size}: must be between 0 and the {valid_capacity} '
                         'held-out labelled records at the head of the unlabel file')

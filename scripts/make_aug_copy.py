@@ -10,18 +10,21 @@ Reads $ML_DATA/SSL/<name>.<seed>@<size>-{label,unlabel}.tfrecord and -map.json a
 dataset <name>_aug<K>.<seed>@<size>:
   SSL/<name>_aug<K>.<seed>@<size>-unlabel.tfrecord  the first V held-out labelled records of
       the source unlabel file, un-augmented (the validation images), then K augmented
-      copies of each of the other records, shuffled with a seeded buffer. Streamed: only
-      the shuffle buffer is held in memory.
+      copies of each unlabelled training image, shuffled with a seeded buffer. Streamed:
+      only the shuffle buffer is held in memory.
   SSL/<name>_aug<K>.<seed>@<size>-label.tfrecord    a copy of the labelled file
-  SSL/<name>_aug<K>.<seed>@<size>-map.json          valid_capacity = V, counts
+  SSL/<name>_aug<K>.<seed>@<size>-map.json          valid_capacity = clean_head = V, counts
   <name>_aug<K>-test.tfrecord, <name>_aug<K>_class_mappings.json   copies (shared by every
       split of the dataset: left alone when identical)
 
-V (--valid_size) defaults to every held-out record for splits made with --label_size
-(custom datasets: the held-out records are the validation set), and to 0 otherwise, so that
-every image of a benchmark split (whose unlabel file is all held-out labelled records) is
-augmented, as the example below expects. To validate on such a dataset, keep some records:
---valid_size=5000, then train on <name>_aug<K>.<seed>@<size>-5000.
+V (--valid_size) defaults to every held-out labelled record, so any <valid> the source split
+allowed works on the copy: train on <name>_aug<K>.<seed>@<size>-<valid>. The clean head is
+never trained on. Which images are augmented depends on how the split was made:
+  - benchmark splits (no --label_size): every record of the unlabel file, as in the original
+    release; the validation images are then also among the (augmented, unlabelled) training
+    images, and --unlabel_size is the whole unlabel file (49,750 for cifar10.1@250);
+  - custom splits (--label_size): the records after the V validation images, so validation
+    images are never trained on.
 
 Example:
   scripts/make_aug_copy.py --aug_dataset=cifar10.1@250 --unlabel_size=49750 --aug_copy=50 \\
@@ -96,11 +99,14 @@ def shared_copies(pairs):
     return todo
 
 
-def write_unlabel(path, source, valid, count, shape, seed):
-    """Head of `valid` source records as is, then the augmented stream; returns label counts."""
+def write_unlabel(path, source, valid, start, count, shape, seed):
+    """Head of `valid` source records as is, then the augmented copies of records start..start+count.
+
+    Returns the label counts.
+    """
     total = valid + FLAGS.aug_copy * count
     counts = Counter()
-    stream = splits.augmented_stream(source, valid, count, FLAGS.aug_copy, FLAGS.augment, seed,
+    stream = splits.augmented_stream(source, start, count, FLAGS.aug_copy, FLAGS.augment, seed,
                                      shape, FLAGS.copy_buffer)
     with tf.io.TFRecordWriter(path) as writer, tqdm(total=total, desc='unlabel', unit='img') as bar:
         for raw in tf.data.TFRecordDataset(source).take(valid).as_numpy_iterator():
@@ -126,12 +132,13 @@ def main(argv):
     data.check_record_file(test_src, 'test file')
     total = data.count_records(unlabel_src)
     capacity = min(int(source_map.get('valid_capacity', 0)), total)
-    valid = splits.choose_valid_size(capacity, FLAGS.valid_size, source_map.get('label_size'))
-    count = total - valid
+    valid = splits.choose_valid_size(capacity, FLAGS.valid_size)
+    start = valid if source_map.get('label_size') is not None else 0
+    count = total - start
     if FLAGS.unlabel_size is not None and FLAGS.unlabel_size != count:
         raise UserError(f'--unlabel_size={FLAGS.unlabel_size}, but {unlabel_src} holds {count} '
-                        f'training-unlabelled records ({total} records, the first {valid} kept for '
-                        'validation): fix or drop the flag')
+                        f'unlabelled training records ({total} records, from record {start} on): '
+                        'fix or drop the flag')
     if count == 0:
         raise UserError(f'{unlabel_src} has no records left to augment after the {valid} validation '
                         'records: lower --valid_size')
@@ -149,10 +156,10 @@ def main(argv):
     outputs = [label_out, unlabel_out, map_out] + [target for _, target in shared]
     with atomic_outputs(outputs, FLAGS.overwrite) as tmps:
         shutil.copyfile(label_src, tmps[0])
-        counts = write_unlabel(tmps[1], unlabel_src, valid, count, shape, seed)
+        counts = write_unlabel(tmps[1], unlabel_src, valid, start, count, shape, seed)
         splits.write_map(tmps[2], {
             'source': source.split, 'aug_copy': FLAGS.aug_copy, 'augment': FLAGS.augment, 'seed': seed,
-            'valid_capacity': valid, 'train_unlabelled': count, 'records': valid + FLAGS.aug_copy * count,
+            'valid_capacity': valid, 'clean_head': valid, 'train_unlabelled': count, 'records': valid + FLAGS.aug_copy * count,
             'label_size': source_map.get('label_size'), 'label_counts': source_map.get('label_counts'),
             'unlabel_counts': {str(k): v for k, v in sorted(counts.items())},
             'label': source_map.get('label'), 'unlabel_head': source_map.get('unlabel', [])[:valid],

@@ -102,11 +102,11 @@ def test_relabel_and_heldout_first():
 
 
 def test_choose_valid_size():
-    assert splits.choose_valid_size(50, label_size=500) == 50
-    assert splits.choose_valid_size(300) == 0
+    assert splits.choose_valid_size(50) == 50
     assert splits.choose_valid_size(300, 100) == 100
+    assert splits.choose_valid_size(300, 0) == 0
     with pytest.raises(UserError, match='--valid_size=51'):
-        splits.choose_valid_size(50, 51, label_size=500)
+        splits.choose_valid_size(50, 51)
 
 
 def test_describe_record_file(tmp_path):
@@ -215,13 +215,27 @@ def test_make_aug_copy(ml_data):
     valid, valid_labels = take_images(ds.eval_valid(64), 1000)
     assert [index_of(x) for x in valid] == split['unlabel'][:100].tolist()
     assert valid_labels.tolist() == [i % NCLASS for i in split['unlabel'][:100]]
-    assert ds.class_names[3] == 'class3' and ds.unlabel_count == 50 + 60
+    assert ds.class_names[3] == 'class3' and ds.unlabel_count == 3 * 20  # the clean head is never trained on
 
     before = {f: open(ml_data / f, 'rb').read() for f in files_under(ml_data)}
     proc = run_cli(['scripts/make_aug_copy.py', '--aug_dataset=tiny.1@50', '--aug_copy=2', '--augment=cutout',
                     '--unlabel_size=170'], ml_data, check=False)
-    assert_user_error(proc, '--unlabel_size=170', 'holds 20 training-unlabelled')
+    assert_user_error(proc, '--unlabel_size=170', 'holds 20 unlabelled training')
     assert {f: open(ml_data / f, 'rb').read() for f in files_under(ml_data)} == before
+
+
+def test_make_aug_copy_of_a_benchmark_split_augments_everything_and_keeps_a_clean_head(ml_data):
+    split = build_dataset(str(ml_data), n_train=150, size=50)  # no --label_size: 100 held-out records
+    run_cli(['scripts/make_aug_copy.py', '--aug_dataset=tiny.1@50', '--aug_copy=2', '--augment=cifar10',
+             '--unlabel_size=100'], ml_data)
+    images, labels = records(data.split_paths('tiny_aug2.1@50', str(ml_data))[1])
+    assert len(labels) == 100 + 2 * 100
+    assert sorted(index_of(x) for x in images[100:]) == sorted(split['unlabel'].tolist() * 2)
+    ds = data.DataSet.from_name('tiny_aug2.1@50-60')
+    valid, valid_labels = take_images(ds.eval_valid(64), 1000)
+    assert [index_of(x) for x in valid] == split['unlabel'][:60].tolist()
+    assert valid_labels.tolist() == [i % NCLASS for i in split['unlabel'][:60]]
+    assert ds.unlabel_count == 200
 
 
 # --------------------------------------------------------------------------- filter_dataset

@@ -26,12 +26,19 @@ def scalars(run_dir, tag):
     return read_scalars(os.path.join(run_dir, 'tf'), tag)
 
 
-def test_realmix_trains_writes_every_tag_and_extracts_accuracy(digits, tmp_path):
-    train_dir = tmp_path / 'exp'
+@pytest.fixture(scope='module')
+def trained(digits_source, tmp_path_factory):
+    """One tiny RealMix run of 2 kimg shared by the tests that only read it: (train_dir, run_dir, stdout)."""
+    train_dir = tmp_path_factory.mktemp('trained') / 'exp'
     out = run_cli(['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}', '--train_kimg=2']
-                  + TINY_TRAIN, ml_data=digits).stdout
-    assert re.search(r'kimg +2 +accuracy train', out), out
+                  + TINY_TRAIN, ml_data=digits_source).stdout
     [run_dir] = run_dirs(train_dir, 'digits.1@50-250')
+    return train_dir, run_dir, out
+
+
+def test_realmix_trains_writes_every_tag_and_extracts_accuracy(trained):
+    _, run_dir, out = trained
+    assert re.search(r'kimg +2 +accuracy train', out), out
     assert os.path.basename(run_dir).startswith('RealMix_')
     ckpts = sorted(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, 'tf', 'model.ckpt-*.index')))
     assert ckpts == ['model.ckpt-0000001024.index', 'model.ckpt-0000002048.index']
@@ -79,13 +86,12 @@ def test_resume_after_sigkill_continues_step_optimizer_and_data(digits, tmp_path
     assert reader.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE') == 3072 // 16
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained, digits, tmp_path):
     train_dir = tmp_path / 'exp'
     common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}'] + TINY_TRAIN
-    run_cli(common + ['--train_kimg=1'], ml_data=digits)
-    [good_dir] = run_dirs(train_dir, 'digits.1@50-250')
-    bad_dir = good_dir.replace('_lr0.002_', '_lr1e+30_')
-    shutil.copytree(good_dir, bad_dir)
+    good_dir = trained[1]
+    bad_dir = os.path.join(train_dir, 'digits.1@50-250', os.path.basename(good_dir).replace('_lr0.002_', '_lr1e+30_'))
+    shutil.copytree(good_dir, bad_dir, ignore=shutil.ignore_patterns('model.ckpt-0000002048*', 'events*'))
     proc = run_cli(common + ['--train_kimg=3', '--lr=1e30'], ml_data=digits, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert 'Traceback' not in proc.stderr
@@ -95,11 +101,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
     assert re.search(r'ema .*test +\d+\.\d+', out.stdout), out.stdout
 
 
-def test_checkpoint_from_another_architecture_is_a_clear_error(digits, tmp_path):
-    train_dir = tmp_path / 'exp'
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}'] + TINY_TRAIN
-    run_cli(common + ['--train_kimg=1'], ml_data=digits)
-    [run_dir] = run_dirs(train_dir, 'digits.1@50-250')
+def test_checkpoint_from_another_architecture_is_a_clear_error(trained, digits, tmp_path):
+    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
+    run_dir = trained[1]
     proc = run_cli(common + ['--filters=16', f'--eval_ckpt={run_dir}/tf/model.ckpt-0000001024'],
                    ml_data=digits, check=False)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
@@ -119,11 +123,9 @@ def export_test_images(ml_data, folder):
     return paths
 
 
-def test_inference_matches_eval_ckpt_accuracy(digits, tmp_path):
-    train_dir = tmp_path / 'exp'
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}'] + TINY_TRAIN
-    run_cli(common + ['--train_kimg=2'], ml_data=digits)
-    [run_dir] = run_dirs(train_dir, 'digits.1@50-250')
+def test_inference_matches_eval_ckpt_accuracy(trained, digits, tmp_path):
+    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
+    run_dir = trained[1]
     ckpt = f'{run_dir}/tf/model.ckpt-0000002048'
     paths = export_test_images(digits, tmp_path / 'images')
     out_dir = tmp_path / 'pred'
@@ -143,11 +145,9 @@ def test_inference_matches_eval_ckpt_accuracy(digits, tmp_path):
     assert again.returncode == 1 and 'already exists' in again.stderr
 
 
-def test_grayscale_inference_resizes_rgb_images(digits, tmp_path):
-    train_dir = tmp_path / 'exp'
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}'] + TINY_TRAIN
-    run_cli(common + ['--train_kimg=1'], ml_data=digits)
-    [run_dir] = run_dirs(train_dir, 'digits.1@50-250')
+def test_grayscale_inference_resizes_rgb_images(trained, digits, tmp_path):
+    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
+    run_dir = trained[1]
     folder = tmp_path / 'photos'
     (folder / '3').mkdir(parents=True)
     Image.new('RGB', (40, 30), (200, 10, 10)).save(folder / '3' / 'a.jpg')
