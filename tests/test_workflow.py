@@ -2,6 +2,9 @@
 
 import csv
 import os
+import re
+
+import pytest
 
 from conftest import run_cli
 
@@ -23,3 +26,12 @@ def test_reproduce_quick_writes_both_tables(digits, tmp_path):
         assert 0 <= float(row['test accuracy (%)']) <= 100 and row['command'].startswith('python ')
     assert '| RealMix |' in open(tmp_path / 'reproduce' / 'table_b.md').read()
     assert os.path.exists(digits / 'SSL' / 'digits6_mm100.1@30-unlabel.tfrecord')
+
+
+@pytest.mark.slow
+def test_demo_reaches_its_published_accuracy(digits, tmp_path):
+    """The real demo (about 10 minutes on 2 cores): RealMix >= 90% and >= 5 points over supervised."""
+    out = run_cli(['scripts/demo.py', f'--train_dir={tmp_path}'], ml_data=digits, timeout=3600).stdout
+    accuracy = {m: float(a) for m, a in re.findall(r'^\| (RealMix|Supervised) \| 50 \| ([\d.]+) \|', out, re.M)}
+    assert accuracy['RealMix'] >= 90, out
+    assert accuracy['RealMix'] >= accuracy['Supervised'] + 5, out
