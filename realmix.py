@@ -44,19 +44,19 @@ class RealMix(train.Trainer):
     hparam_flags = train.Trainer.hparam_flags + ('w_match', 'beta', 'nu', 'tsa', 'percent_mask', 'temperature',
                                                  'warmup_kimg')
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, strategy=None):
         self.nu = FLAGS.nu
-        super().__init__(dataset)
+        super().__init__(dataset, strategy)
 
     def train_step(self, labelled, unlabelled):
         x, labels = labelled
-        batch, nclass = self.batch, self.dataset.nclass
+        batch, nclass = x.shape[0], self.dataset.nclass  # this replica's share of --batch
         views = tf.unstack(unlabelled, axis=1)
         guess = layers.guess_label([self.model(u, training=True, update_stats=False) for u in views],
                                    FLAGS.temperature)
         stacked = tf.concat([x] + views, 0)
         targets = tf.concat([tf.one_hot(labels, nclass)] + [guess] * self.nu, 0)
-        seed = tf.stack([self.seed, self.images_seen])
+        seed = self.step_seed()
         mixed, mixed_targets = layers.mixup(stacked, targets, FLAGS.beta, seed)
         batches = layers.interleave(tf.split(mixed, self.nu + 1), batch)
         logits = [self.model(batches[0], training=True, update_stats=True)]
@@ -81,9 +81,8 @@ class RealMix(train.Trainer):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    dataset = data.DataSet.from_name(FLAGS.dataset, augment=FLAGS.augment, nclass=FLAGS.nclass,
-                                     img_size=FLAGS.img_size, class_mapping=FLAGS.class_mapping)
-    train.run(RealMix, dataset)
+    train.run(RealMix, lambda: data.DataSet.from_name(FLAGS.dataset, augment=FLAGS.augment, nclass=FLAGS.nclass,
+                                                      img_size=FLAGS.img_size, class_mapping=FLAGS.class_mapping))
 
 
 if __name__ == '__main__':

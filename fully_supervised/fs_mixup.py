@@ -16,7 +16,6 @@ from libml.utils import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()
 
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from fully_supervised import supervised  # noqa: E402
@@ -36,7 +35,7 @@ class FSMixup(train.Trainer):
 
     def train_step(self, labelled, unlabelled):
         x, targets = supervised.labelled_loss_inputs(self, labelled)
-        mixed_x, mixed_targets = layers.mixup(x, targets, FLAGS.beta, tf.stack([self.seed, self.images_seen]))
+        mixed_x, mixed_targets = layers.mixup(x, targets, FLAGS.beta, self.step_seed())
         loss = layers.supervised_loss(mixed_targets, self.model(mixed_x, training=True))
         return loss, {'xe': loss}
 

@@ -46,6 +46,6 @@ def main(trainer_cls):
     def run(argv):
         if len(argv) > 1:
             raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-        train.run(trainer_cls, load_dataset())
+        train.run(trainer_cls, load_dataset)
 
     return run

@@ -4,6 +4,29 @@ An algorithm subclasses `Trainer` and supplies `train_step` (the loss of one bat
 `hparams` (what names the run dir). The loop owns everything else: data streams, the
 compiled step, EMA, decoupled weight decay, checkpoints and resume, evaluation,
 TensorBoard summaries, inference and the console report.
+
+Fast path: the step is one `tf.function` with a fixed input signature (traced once), with
+`--xla` jit-compiled; data arrive as prefetched batches, so the step does no Python work and
+copies nothing back to the host (the statistics are read every 16 steps).
+
+Scale-out (`--strategy`, see libml/distribute.py): `--batch` is the GLOBAL batch; with R
+replicas each takes `batch / R` labelled images (and as many unlabelled ones). Model, EMA,
+optimizer and counters are mirrored variables; each replica computes its loss and gradients,
+the gradients and reported statistics are averaged over the replicas (all-reduce), and the
+update (Adam, weight decay, EMA) is applied once, in cross-replica context, identically on
+every replica. Per replica, as in any data-parallel network with batch norm: batch-norm
+batch statistics (the moving averages are averaged over replicas), the MixUp permutation and
+weights (among the replica's rows, seeded per replica), the TSA and `--percent_mask` masks
+and their masked means (`floor(p * 2B / R)` rows dropped per replica). Label guessing is per
+image and does not depend on R. So a RealMix run on R replicas is not bit-identical to a
+one-device run; a supervised step's loss is the mean of the replicas' losses. Only the chief
+writes checkpoints (other workers save to a temporary folder that is then deleted),
+summaries, args.json and the console report; `--train_dir` must be one folder every worker
+reads (a shared file system) so that all resume from the same checkpoint.
+
+Precision (`--mixed_precision`): float16 compute with dynamic loss scaling on GPU; on CPU
+bfloat16 where the CPU has bfloat16 instructions, else float32 (a one-line notice says
+which). Variables, losses and statistics stay float32.
 """
 
 import json
@@ -16,7 +39,7 @@ import tensorflow as tf
 from absl import flags, logging
 from tqdm import tqdm
 
-from libml import checkpoints, data, images, layers, metrics, models
+from libml import checkpoints, data, distribute, images, layers, metrics, models
 from libml.optimizer import Adam
 from libml.utils import UserError, atomic_output
 
@@ -29,7 +52,8 @@ flags.DEFINE_integer('report_kimg', 64, 'Evaluate, summarise and print every thi
 flags.DEFINE_integer('save_kimg', 64, 'Save a checkpoint every this many kimg.')
 flags.DEFINE_integer('keep_ckpt', 50, 'How many of the newest checkpoints to keep.')
 flags.DEFINE_integer('epochs', 0, 'If > 0, stop after this many report periods (counted from the start of the run).')
-flags.DEFINE_integer('batch', 64, 'Batch size (labelled images per step; the same number of unlabelled).')
+flags.DEFINE_integer('batch', 64, 'Global batch size: labelled images per step (the same number of unlabelled), '
+                     'split evenly over the replicas of --strategy.')
 flags.DEFINE_float('lr', 0.002, 'Adam learning rate (constant).')
 flags.DEFINE_float('wd', 0.02, 'Decoupled weight decay: kernels are multiplied by (1 - wd * lr) after every step.')
 flags.DEFINE_float('ema', 0.999, 'Decay of the exponential moving average of the weights used for evaluation.')
@@ -52,14 +76,25 @@ flags.DEFINE_string('inference_dir', '', 'Folder of images to predict (searched 
 flags.DEFINE_string('inference_ckpt', '', 'Checkpoint used by --perform_inference.')
 flags.DEFINE_string('inference_out', '.', 'Folder where <dataset>_pred.npy and <dataset>_pred.csv are written.')
 flags.DEFINE_boolean('overwrite', False, 'Allow --perform_inference to replace existing prediction files.')
-flags.DEFINE_boolean('xla', False, 'Compile the train step with XLA (jit_compile).')
+flags.DEFINE_boolean('xla', False, 'Compile the train step and evaluation with XLA (jit_compile); one device only '
+                     '(--strategy=none). Measure with scripts/benchmark.py: on CPU it is usually no faster.')
+flags.DEFINE_enum('strategy', 'auto', list(distribute.STRATEGIES),
+                  'Data parallelism: none (one device), mirrored (every visible GPU of this machine), '
+                  'multiworker (MultiWorkerMirroredStrategy, cluster from $TF_CONFIG), auto (mirrored if more '
+                  'than one GPU, else none). --batch is the global batch; batch-norm statistics, MixUp pairs '
+                  'and --percent_mask are per replica.')
+flags.DEFINE_boolean('mixed_precision', False, 'float16 compute with dynamic loss scaling on GPU; on CPU bfloat16 '
+                     'if the CPU has bfloat16 instructions, else float32. Variables stay float32.')
 flags.DEFINE_integer('eval_batch', 256, 'Batch size for evaluation and inference.')
 
 # Flags that never change what is learned, so they do not name the run dir.
 _NOT_HPARAMS = {'train_dir', 'dataset', 'train_kimg', 'report_kimg', 'save_kimg', 'keep_ckpt',
                 'epochs', 'class_mapping', 'nclass', 'img_size', 'custom_dataset', 'eval_ckpt',
                 'perform_inference', 'inference_dir', 'inference_ckpt', 'inference_out', 'overwrite',
-                'xla', 'eval_batch', 'load_checkpoint'}
+                'xla', 'eval_batch', 'load_checkpoint', 'strategy', 'mixed_precision'}
+
+
+_NOTICES = set()  # one-line notices already printed by this process
 
 
 class NonFiniteLoss(UserError):
@@ -73,20 +108,36 @@ class Trainer:
     nu = 0  # unlabelled views per image; 0 = the algorithm uses no unlabelled data
     hparam_flags = ('arch', 'batch', 'lr', 'wd', 'ema', 'filters', 'repeat', 'scales', 'augment', 'seed', 'bn_momentum')
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, strategy=None):
         self.dataset = dataset
+        self.strategy = strategy or distribute.get(FLAGS.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.distributed = distribute.is_distributed(self.strategy)
+        self.chief = distribute.is_chief(self.strategy)
         self.batch = FLAGS.batch
+        if self.batch <= 0 or self.batch % self.replicas:
+            raise UserError(f'--batch={self.batch} is the global batch: it must be a positive multiple of the '
+                            f'{self.replicas} replicas of --strategy={FLAGS.strategy}')
+        if FLAGS.xla and self.distributed:
+            raise UserError(f'--xla needs --strategy=none: XLA cannot compile a step whose variables are '
+                            f'mirrored over {self.replicas} replicas; drop --xla or use one device')
         self.total_images = FLAGS.train_kimg << 10
         if FLAGS.epochs > 0:
             self.total_images = min(self.total_images, FLAGS.epochs * (FLAGS.report_kimg << 10))
+        self.compute_dtype, notice = distribute.compute_dtype(FLAGS.mixed_precision)
+        if notice and self.chief and notice not in _NOTICES:
+            _NOTICES.add(notice)
+            print(notice, flush=True)
         tf.random.set_seed(FLAGS.seed)
         np.random.seed(FLAGS.seed)
-        self.model = self._create_model()
-        self.ema_model = self._create_model()
-        for ema_var, var in zip(self.ema_model.variables, self.model.variables):
-            ema_var.assign(var)
-        self.optimizer = Adam(self.model.trainable_variables, FLAGS.lr)
-        self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name='images_seen')
+        with self.strategy.scope():
+            self.model = self._create_model()
+            self.ema_model = self._create_model()
+            for ema_var, var in zip(self.ema_model.variables, self.model.variables):
+                ema_var.assign(var)
+            self.optimizer = Adam(self.model.trainable_variables, FLAGS.lr)
+            self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name='images_seen')
+            self.loss_scale = distribute.LossScale() if self.compute_dtype == 'float16' else None
         self.checkpoint = tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
                                               optimizer=self.optimizer, images_seen=self.images_seen)
         self.seed = tf.constant(FLAGS.seed, tf.int64)
@@ -94,7 +145,7 @@ class Trainer:
     def _create_model(self):
         return models.create_model(FLAGS.arch, self.dataset.nclass, self.dataset.shape,
                                    filters=FLAGS.filters, repeat=FLAGS.repeat, scales=FLAGS.scales,
-                                   bn_momentum=FLAGS.bn_momentum)
+                                   bn_momentum=FLAGS.bn_momentum, compute_dtype=self.compute_dtype)
 
     # ------------------------------------------------------------------ naming
 
@@ -111,34 +162,98 @@ class Trainer:
     # ------------------------------------------------------------------ the step
 
     def train_step(self, labelled, unlabelled):
-        """Returns (loss, {name: scalar}) for one batch; called inside a GradientTape.
+        """Returns (loss, {name: scalar}) for one replica's batch; called inside a GradientTape.
 
-        `labelled` = (images [B, H, W, C], labels [B]); `unlabelled` = images [B, nu, H, W, C]
-        or None. The loss must use the model in training mode.
+        `labelled` = (images [b, H, W, C], labels [b]); `unlabelled` = images [b, nu, H, W, C]
+        or None, where b = batch / replicas (read it from the shapes). The loss must use the
+        model in training mode; random draws take their seed from `step_seed()`.
         """
         raise NotImplementedError
 
-    def _step(self, labelled, unlabelled):
+    def step_seed(self):
+        """Stateless seed [2] of this step and replica: (seed, images_seen + replica id).
+
+        images_seen grows by the global batch (>= replicas) per step, so no two steps or
+        replicas share a seed; on one device it is (seed, images_seen).
+        """
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.stack([self.seed, self.images_seen + tf.cast(replica, tf.int64)])
+
+    def _replica_step(self, labelled, unlabelled):
+        """(gradients, stats) of this replica's batch, both averaged over the replicas."""
+        labelled, unlabelled = tf.nest.map_structure(  # multi-worker streams leave the batch size unknown
+            lambda t: None if t is None else tf.ensure_shape(t, [self.batch // self.replicas] + t.shape[1:]),
+            (labelled, unlabelled))
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             loss, stats = self.train_step(labelled, unlabelled)
-        grads = tape.gradient(loss, variables)
+            scaled = self.loss_scale.scaled(loss) if self.loss_scale else loss
+        grads = tape.gradient(scaled, variables)
+        stats = dict(stats, overall=loss)
+        if self.replicas > 1:
+            grads, stats = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN,
+                                                                          (grads, stats))
+        return grads, stats
+
+    def _step(self, labelled, unlabelled):
+        """One training step on a global batch; returns {name: scalar} averaged over replicas."""
+        results = self.strategy.run(self._replica_step, (labelled, unlabelled))
+        grads, stats = tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], results)
+        if self.loss_scale:
+            grads, finite = self.loss_scale.unscale(grads)
+            tf.cond(finite, lambda: self._apply(grads), tf.no_op)
+            self.loss_scale.update(finite)
+        else:
+            self._apply(grads)
+        self.images_seen.assign_add(self.batch)
+        return stats
+
+    def _apply(self, grads):
+        """Adam, decoupled weight decay, then EMA (cross-replica: the same update on every replica)."""
+        variables = self.model.trainable_variables
         self.optimizer.apply(grads, variables)
         layers.decay_weights(self.model.kernels, FLAGS.wd * FLAGS.lr)
         layers.ema_update(self.ema_model.trainable_variables, variables, FLAGS.ema)
-        self.images_seen.assign_add(self.batch)
-        return dict(stats, overall=loss)
+        return tf.no_op()
 
-    def compiled_step(self):
-        """The step as one `tf.function` with fixed input shapes (traced once)."""
+    def input_signature(self):
+        """TensorSpecs of the step's inputs on one device: (x, labels)[, unlabelled views]."""
         shape = (self.batch,) + tuple(self.dataset.shape)
         signature = [(tf.TensorSpec(shape, tf.float32), tf.TensorSpec([self.batch], tf.int64))]
         if self.nu:
             signature.append(tf.TensorSpec((self.batch, self.nu) + tuple(self.dataset.shape), tf.float32))
+        return signature
+
+    def compiled_step(self, signature=None):
+        """The step as one `tf.function` with fixed input shapes (traced once).
+
+        `signature`: the `element_spec`s of the input streams (needed for distributed ones);
+        default `input_signature()`.
+        """
+        signature = signature or self.input_signature()
+        if self.nu:
             fn = self._step
         else:
             fn = lambda labelled: self._step(labelled, None)  # noqa: E731
         return tf.function(fn, input_signature=signature, jit_compile=FLAGS.xla or None)
+
+    def distribute(self, dataset):
+        """`dataset` (global batches) split into per-replica batches, prefetched to the replicas.
+
+        Multi-worker runs shard by data: each worker computes the stream and keeps its part.
+        """
+        if not self.distributed:
+            return dataset
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def train_streams(self, start):
+        """Iterators over the (distributed) training batches, from image `start` on."""
+        datasets = [self.dataset.train_labelled(self.batch, FLAGS.seed, start)]
+        if self.nu:
+            datasets.append(self.dataset.train_unlabelled(self.batch, self.nu, FLAGS.seed, start))
+        return [iter(self.distribute(d)) for d in datasets]
 
     def progress(self):
         """Share of training done, r in [0, 1] (float32 tensor)."""
@@ -147,39 +262,67 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train(self):
-        """Trains to `total_images`, resuming from the newest checkpoint of the run dir."""
-        os.makedirs(self.ckpt_dir, exist_ok=True)
-        self._write_args()
+        """Trains to `total_images`, resuming from the newest checkpoint of the run dir.
+
+        Every worker runs this; only the chief writes the run dir, summaries and reports.
+        """
+        if self.chief:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            self._write_args()
         self._resume()
-        start = int(self.images_seen.numpy())
+        start = self._common_start()
         if start >= self.total_images:
             logging.info('%s is already trained to %d images', self.run_dir, start)
-            print(f'{self.run_dir}: already trained ({start >> 10} kimg); nothing to do')
+            if self.chief:
+                print(f'{self.run_dir}: already trained ({start >> 10} kimg); nothing to do')
             return
-        step = self.compiled_step()
-        streams = [iter(self.dataset.train_labelled(self.batch, FLAGS.seed, start))]
-        if self.nu:
-            streams.append(iter(self.dataset.train_unlabelled(self.batch, self.nu, FLAGS.seed, start)))
-        writer = tf.summary.create_file_writer(self.ckpt_dir)
+        streams = self.train_streams(start)
+        step = self.compiled_step([s.element_spec for s in streams])
+        writer = tf.summary.create_file_writer(self.ckpt_dir) if self.chief else None
         report, save = FLAGS.report_kimg << 10, FLAGS.save_kimg << 10
         images = start
-        print(f'Training {self.name} on {self.dataset.name} ({self.dataset.nclass} classes, '
-              f'{self.dataset.shape[0]}x{self.dataset.shape[1]}x{self.dataset.shape[2]}) '
-              f'from {start >> 10} to {self.total_images >> 10} kimg\nRun dir: {self.run_dir}', flush=True)
+        if self.chief:
+            print(f'Training {self.name} on {self.dataset.name} ({self.dataset.nclass} classes, '
+                  f'{self.dataset.shape[0]}x{self.dataset.shape[1]}x{self.dataset.shape[2]}) '
+                  f'from {start >> 10} to {self.total_images >> 10} kimg on {self.replicas} replica(s)'
+                  f'\nRun dir: {self.run_dir}', flush=True)
         while images < self.total_images:
             period_end = min((images // report + 1) * report, self.total_images)
             stats, rate = self._train_period(step, streams, images, period_end)
             images = period_end
             if images % save == 0 or images == self.total_images:
-                checkpoints.save(self.checkpoint, self.ckpt_dir, images, FLAGS.keep_ckpt)
-            self._report(writer, images, stats, rate)
-        writer.close()
+                self._save(images)
+            if self.chief:
+                self._report(writer, images, stats, rate)
+        if writer:
+            writer.close()
+
+    def _save(self, images):
+        """Checkpoint after `images`: the chief's into the run dir, other workers' into a temp folder then deleted."""
+        directory = distribute.save_dir(self.strategy, self.ckpt_dir)
+        checkpoints.save(self.checkpoint, directory, images, FLAGS.keep_ckpt)
+        distribute.discard(self.strategy, directory)
+
+    def _common_start(self):
+        """images_seen after resuming; UserError when the workers of a cluster disagree."""
+        start = int(self.images_seen.numpy())
+        if distribute.worker_count(self.strategy) > 1:
+            def moments():
+                seen = tf.cast(tf.identity(self.images_seen), tf.float64)
+                return tf.stack([seen, seen * seen])
+
+            per_replica = tf.function(lambda: self.strategy.run(moments))()
+            mean, mean_square = self.strategy.reduce('MEAN', per_replica, axis=None).numpy()
+            if mean_square != mean * mean:  # the variance over the replicas is 0 iff they all agree
+                raise UserError(f'the workers resumed from different checkpoints (this one from {start} images): '
+                                f'--train_dir={FLAGS.train_dir} must be one shared folder that every worker reads')
+        return start
 
     def _train_period(self, step, streams, images, period_end):
         """Runs steps until `period_end` images; returns (mean stats, img/s)."""
         sums, count = {}, 0
-        bar = tqdm(total=(period_end - images) >> 10, unit='kimg', leave=False,
-                   desc=f'kimg {images >> 10}-{period_end >> 10}', bar_format=None)
+        bar = tqdm(total=(period_end - images) >> 10, unit='kimg', leave=False, disable=not self.chief,
+                   desc=f'kimg {images >> 10}-{period_end >> 10}')
         began = time.time()
         done = images
         while done < period_end:
@@ -272,7 +415,7 @@ class Trainer:
         cache = self.__dict__.setdefault('_predict_cache', {})
         if id(model) not in cache:
             cache[id(model)] = tf.function(lambda x: tf.nn.softmax(model(x, training=False)),
-                                           reduce_retracing=True)
+                                           reduce_retracing=True, jit_compile=FLAGS.xla or None)
         return cache[id(model)]
 
     def evaluate(self, model):
@@ -366,8 +509,15 @@ class Trainer:
 
 
 def run(trainer_cls, dataset):
-    """Dispatches to eval, inference or training for a configured `Trainer` subclass."""
-    trainer = trainer_cls(dataset)
+    """Dispatches to eval, inference or training for a configured `Trainer` subclass.
+
+    `dataset`: a `DataSet`, or a function returning one, called once the --strategy exists
+    (MultiWorkerMirroredStrategy must be created before TensorFlow runs any op). Evaluation
+    and inference run on one device.
+    """
+    training = not FLAGS.eval_ckpt and not FLAGS.perform_inference
+    strategy = distribute.get(FLAGS.strategy if training else 'none')
+    trainer = trainer_cls(dataset() if callable(dataset) else dataset, strategy)
     if FLAGS.eval_ckpt:
         trainer.eval_checkpoint(FLAGS.eval_ckpt)
     elif FLAGS.perform_inference:
