@@ -137,7 +137,8 @@ class LossScale(tf.Module):
 
     The loss is multiplied by `scale` before differentiation and the gradients divided by it.
     A step whose gradients hold Inf/NaN is skipped and halves the scale (not below 1); after
-    `period` finite steps in a row the scale doubles.
+    `period` finite steps in a row the scale doubles. It is not checkpointed: a resumed run
+    starts again from `initial` and halves down within a few steps if that is too large.
     """
 
     def __init__(self, initial=2.0 ** 15, period=2000, name='loss_scale'):

@@ -282,8 +282,11 @@ class Trainer:
         report, save = FLAGS.report_kimg << 10, FLAGS.save_kimg << 10
         images = start
         if self.chief:
+            counts = f'{len(self.dataset.train_labels)} labelled training images'
+            if self.nu:
+                counts += f', {self.dataset.unlabel_count} unlabelled'
             print(f'Training {self.name} on {self.dataset.name} ({self.dataset.nclass} classes, '
-                  f'{self.dataset.shape[0]}x{self.dataset.shape[1]}x{self.dataset.shape[2]}) '
+                  f'{self.dataset.shape[0]}x{self.dataset.shape[1]}x{self.dataset.shape[2]}, {counts}) '
                   f'from {start >> 10} to {self.total_images >> 10} kimg on {self.replicas} replica(s)'
                   f'\nRun dir: {self.run_dir}', flush=True)
         while images < self.total_images:
