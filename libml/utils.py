@@ -165,6 +165,7 @@ def quiet_tensorflow():
     try:
         import tensorflow as tf
         tf.config.list_physical_devices()
+        tf.get_logger().setLevel('WARNING')  # e.g. the checkpoint saver's per-save INFO line
     finally:
         os.dup2(saved, 2)
         os.close(saved)
