@@ -90,7 +90,7 @@ def markdown_table(header, rows):
 DIGITS_SCHEDULE = ['--filters=16', '--repeat=2', '--train_kimg=96', '--report_kimg=4', '--save_kimg=32',
                    '--ema=0.99', '--bn_momentum=0.99', '--augment=svhn']
 # Seconds per run: checks that every step works, not the accuracies.
-QUICK_SCHEDULE = ['--filters=8', '--repeat=1', '--batch=16', '--train_kimg=2', '--report_kimg=1', '--save_kimg=1',
+QUICK_SCHEDULE = ['--filters=8', '--repeat=1', '--batch=16', '--train_kimg=1', '--report_kimg=1', '--save_kimg=1',
                   '--augment=svhn']
 _SSL = ['--warmup_kimg=32', '--w_match=75', '--beta=0.75']
 METHODS = {

@@ -5,11 +5,16 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Tests that use the library in-process read flag defaults; set them with absl's flagsaver
+# (monkeypatch would delete a flag on undo when FLAGS is unparsed).
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 from absl import flags
+from absl.testing import flagsaver
 
 from libml import data, splits
 from libml.utils import UserError
@@ -212,10 +213,10 @@ def test_eval_pipelines_are_unaugmented_and_labelled(tiny):
     assert labels.tolist() == [i % NCLASS for i in range(40)]
 
 
-def test_resume_when_images_exceed_the_memory_cache(tiny, monkeypatch):
-    monkeypatch.setattr(flags.FLAGS, 'cache_mb', 0)
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='svhn')
-    stream, labels = take_images(ds.train_labelled(8, seed=2), 72)
-    resumed, resumed_labels = take_images(ds.train_labelled(8, seed=2, start=48), 24)
+def test_resume_when_images_exceed_the_memory_cache(tiny):
+    with flagsaver.flagsaver(cache_mb=0):
+        ds = data.DataSet.from_name('tiny.1@50-100', augment='svhn')
+        stream, labels = take_images(ds.train_labelled(8, seed=2), 72)
+        resumed, resumed_labels = take_images(ds.train_labelled(8, seed=2, start=48), 24)
     np.testing.assert_array_equal(resumed, stream[48:72])
     np.testing.assert_array_equal(resumed_labels, labels[48:72])
