@@ -366,12 +366,8 @@ class Trainer:
 
     def _fine_tune_from(self, path):
         """Copies every weight but the head's from another run's checkpoint."""
-        head_shapes = {}
-        reader = tf.train.load_checkpoint(path)
-        for key, shape in reader.get_variable_to_shape_map().items():
-            if key.startswith('model/head/') and key.endswith('VARIABLE_VALUE'):
-                head_shapes[key] = shape
-        source_nclass = next((s[-1] for s in head_shapes.values()), self.dataset.nclass)
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        source_nclass = shapes.get('model/head/bias/.ATTRIBUTES/VARIABLE_VALUE', [self.dataset.nclass])[-1]
         source = models.create_model(FLAGS.arch, source_nclass, self.dataset.shape, filters=FLAGS.filters,
                                      repeat=FLAGS.repeat, scales=FLAGS.scales)
         checkpoints.restore(tf.train.Checkpoint(model=source), path, 'model')

@@ -34,7 +34,8 @@ def main(argv):
     workflow.make_digits_split(SEED, LABELS)
     aug = workflow.make_aug_copy('digits', SEED, LABELS, VALID)
     runs = [('RealMix', f'{aug}.{SEED}@{LABELS}-{VALID}'), ('Supervised', f'digits.{SEED}@{LABELS}-{VALID}')]
-    results = [workflow.train_method(method, dataset, FLAGS.train_dir, SEED, quick=FLAGS.quick, quiet=False)
+    schedule = workflow.QUICK_SCHEDULE if FLAGS.quick else workflow.DEMO_SCHEDULE
+    results = [workflow.train_method(method, dataset, FLAGS.train_dir, SEED, schedule, quiet=False)
                for method, dataset in runs]
     rows = [[method, LABELS, f'{r["accuracy"]:.1f}', f'{r["wall_s"] / 60:.1f} min']
             for (method, _), r in zip(runs, results)]

@@ -67,7 +67,8 @@ def plateau(run_dir):
 
 
 def cell(method, dataset, log):
-    return workflow.train_method(method, dataset, FLAGS.train_dir, FLAGS.seed, quick=FLAGS.quick, log=log)
+    schedule = workflow.QUICK_SCHEDULE if FLAGS.quick else workflow.TABLE_SCHEDULE
+    return workflow.train_method(method, dataset, FLAGS.train_dir, FLAGS.seed, schedule, log=log)
 
 
 def table_a(log):

@@ -155,3 +155,21 @@ def test_grayscale_inference_resizes_rgb_images(trained, digits, tmp_path):
                             f'--inference_ckpt={run_dir}/tf', f'--inference_out={tmp_path}'], ml_data=digits)
     assert 'Inference accuracy' in out.stdout
     assert np.load(tmp_path / 'digits.1@50-250_pred.npy').shape == (1,)
+
+
+def test_load_checkpoint_copies_every_layer_but_the_head(trained, digits, tmp_path):
+    import tensorflow as tf
+    source = trained[1] + '/tf/model.ckpt-0000002048'
+    out = run_cli(['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}', '--train_kimg=1', '--lr=0',
+                   f'--load_checkpoint={source}'] + TINY_TRAIN, ml_data=digits).stdout
+    assert 'Fine-tuning from' in out
+    [run_dir] = run_dirs(tmp_path, 'digits.1@50-250')
+    before = tf.train.load_checkpoint(source)
+    after = tf.train.load_checkpoint(os.path.join(run_dir, 'tf', 'model.ckpt-0000001024'))
+    keys = [k for k in before.get_variable_to_shape_map()
+            if k.startswith('model/') and k.endswith('VARIABLE_VALUE') and 'moving' not in k]
+    head = [k for k in keys if k.startswith('model/head/')]
+    assert len(head) == 2 and len(keys) > 10
+    for key in keys:
+        same = np.array_equal(before.get_tensor(key), after.get_tensor(key))
+        assert same == (key not in head), key  # lr=0: trained weights stay as loaded, the head is new
