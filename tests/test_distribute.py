@@ -15,14 +15,14 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import ROOT, TINY_TRAIN
-from libml import data, distribute, layers, train
+from libml import data, distribute
 from libml.utils import UserError
+from plain import TINY, Plain
 
 FLAGS = flags.FLAGS
 if not FLAGS.is_parsed():
     FLAGS.mark_as_parsed()
 
-TINY = dict(filters=8, repeat=1, batch=16, augment='none', lr=0.01, wd=0.5, ema=0.9)
 
 MIRRORED_SCRIPT = '''
 import numpy as np, tensorflow as tf
@@ -30,19 +30,11 @@ cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from absl import flags
 from absl.testing import flagsaver
-from libml import data, distribute, layers, train
+from libml import data, distribute
 from libml.utils import UserError
+from plain import TINY, Plain
 import realmix
 flags.FLAGS.mark_as_parsed()
-
-
-class Plain(train.Trainer):
-    name = 'Plain'
-
-    def train_step(self, labelled, unlabelled):
-        x, y = labelled
-        loss = layers.supervised_loss(tf.one_hot(y, self.dataset.nclass), self.model(x, training=True))
-        return loss, {'xe': loss}
 
 
 def replicas_agree(variables):
@@ -111,8 +103,9 @@ print('ok')
 
 
 def test_two_logical_cpus_match_one_device_and_realmix_runs_mirrored(digits):
-    script = f'TINY = {TINY!r}\n' + MIRRORED_SCRIPT
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='', ML_DATA=str(digits))
+    script = MIRRORED_SCRIPT
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, 'tests'), TF_CPP_MIN_LOG_LEVEL='3',
+               CUDA_VISIBLE_DEVICES='', ML_DATA=str(digits))
     proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-4000:]
@@ -179,15 +172,6 @@ def test_precision_policy():
     dtype, notice = distribute.compute_dtype(True, use_gpu=False)
     assert dtype in ('bfloat16', 'float32') and notice.startswith('--mixed_precision on CPU')
     assert (dtype == 'bfloat16') == distribute._native_bfloat16()
-
-
-class Plain(train.Trainer):
-    name = 'Plain'
-
-    def train_step(self, labelled, unlabelled):
-        x, y = labelled
-        loss = layers.supervised_loss(tf.one_hot(y, self.dataset.nclass), self.model(x, training=True))
-        return loss, {'xe': loss}
 
 
 def test_float16_step_skips_overflowing_updates_and_adapts_the_loss_scale(digits, monkeypatch):

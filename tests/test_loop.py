@@ -5,25 +5,14 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from libml import data, layers, train
+from libml import data
+from plain import TINY, Plain
 
 FLAGS = flags.FLAGS
 if not FLAGS.is_parsed():
     FLAGS.mark_as_parsed()
 
 
-class Plain(train.Trainer):
-    """Cross-entropy on labelled images: the smallest algorithm the loop can run."""
-
-    name = 'Plain'
-
-    def train_step(self, labelled, unlabelled):
-        x, y = labelled
-        loss = layers.supervised_loss(tf.one_hot(y, self.dataset.nclass), self.model(x, training=True))
-        return loss, {'xe': loss}
-
-
-TINY = dict(filters=8, repeat=1, batch=16, augment='none', lr=0.01, wd=0.5, ema=0.9)
 
 
 def test_one_step_applies_adam_then_weight_decay_then_ema_exactly(digits):
