@@ -86,10 +86,10 @@ def markdown_table(header, rows):
 
 # ----------------------------------------------------------------------------- digits recipes
 # The paper's recipe scaled from WRN-28-2 and 1<<16 kimg on a GPU to a WRN of width 16 and
-# 96 kimg (the demo) or 64 kimg (each of the reproduction tables' 34 cells), minutes on 2 CPU cores.
+# 96 kimg (the demo) or 48-64 kimg (each of the reproduction tables' 34 cells), minutes on 2 CPU cores.
 _DIGITS = ['--filters=16', '--repeat=2', '--ema=0.99', '--bn_momentum=0.99', '--augment=svhn']
 DEMO_SCHEDULE = _DIGITS + ['--train_kimg=96', '--report_kimg=4', '--save_kimg=32']
-TABLE_SCHEDULE = _DIGITS + ['--train_kimg=64', '--report_kimg=2', '--save_kimg=32']
+TABLE_SCHEDULE = _DIGITS + ['--report_kimg=2', '--save_kimg=16']  # + --train_kimg (reproduce.py's flag)
 # Seconds per run: checks that every step works, not the accuracies.
 QUICK_SCHEDULE = ['--filters=8', '--repeat=1', '--batch=16', '--train_kimg=1', '--report_kimg=1', '--save_kimg=1',
                   '--augment=svhn']

@@ -32,6 +32,7 @@ flags.DEFINE_string('train_dir', './experiments', 'Runs go to <train_dir>/..., t
 flags.DEFINE_string('tables', 'a,b', 'Which tables to produce: a, b or a,b.')
 flags.DEFINE_boolean('quick', False, 'Tiny schedules, 50 labels in table a, 3 per class and 100% mismatch only in table b: '
                      'checks the pipeline, not the numbers.')
+flags.DEFINE_integer('train_kimg', 64, 'Length of every run, in kimg (--quick: 1).')
 flags.DEFINE_integer('seed', 1, 'Split seed (the <seed> of digits.<seed>@<size>) and training seed.')
 FLAGS = flags.FLAGS
 
@@ -67,7 +68,7 @@ def plateau(run_dir):
 
 
 def cell(method, dataset, log):
-    schedule = workflow.QUICK_SCHEDULE if FLAGS.quick else workflow.TABLE_SCHEDULE
+    schedule = workflow.QUICK_SCHEDULE if FLAGS.quick else workflow.TABLE_SCHEDULE + [f'--train_kimg={FLAGS.train_kimg}']
     return workflow.train_method(method, dataset, FLAGS.train_dir, FLAGS.seed, schedule, log=log)
 
 
