@@ -7,6 +7,9 @@ Evaluate:   python realmix.py --dataset=... --eval_ckpt=RUN_DIR/tf/model.ckpt-00
 Inference:  python realmix.py --dataset=... --perform_inference --inference_dir=DIR --inference_ckpt=CKPT
 
 Runs are written to <train_dir>/<dataset>/RealMix_<hyper-parameters>/ and resume automatically.
+Below: RealMix's own flags; `--helpfull` also lists the shared training-loop flags (schedule,
+optimizer, model, checkpoints, evaluation, inference, --strategy, --xla, --mixed_precision) and
+the data flags (libml/train.py, libml/data.py).
 """
 
 import os

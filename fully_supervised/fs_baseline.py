@@ -7,7 +7,8 @@ On a whole training file, its first <valid> labelled records held out:
     python fully_supervised/fs_baseline.py --dataset=mydataset-50 --custom_dataset \
         --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
 
-Records labelled -1 (unlabelled) are never trained on.
+Records labelled -1 (unlabelled) are never trained on. `--helpfull` lists the shared
+training-loop, model and data flags too.
 """
 
 import os

@@ -5,7 +5,8 @@
     python fully_supervised/fs_mixup.py --dataset=mydataset-50 --custom_dataset \
         --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
 
-Records labelled -1 (unlabelled) are never trained on.
+Records labelled -1 (unlabelled) are never trained on. `--helpfull` lists the shared
+training-loop, model and data flags too.
 """
 
 import os
