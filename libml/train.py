@@ -87,11 +87,6 @@ flags.DEFINE_boolean('mixed_precision', False, 'float16 compute with dynamic los
                      'if the CPU has bfloat16 instructions, else float32. Variables stay float32.')
 flags.DEFINE_integer('eval_batch', 256, 'Batch size for evaluation and inference.')
 
-# Flags that never change what is learned, so they do not name the run dir.
-_NOT_HPARAMS = {'train_dir', 'dataset', 'train_kimg', 'report_kimg', 'save_kimg', 'keep_ckpt',
-                'epochs', 'class_mapping', 'nclass', 'img_size', 'custom_dataset', 'eval_ckpt',
-                'perform_inference', 'inference_dir', 'inference_ckpt', 'inference_out', 'overwrite',
-                'xla', 'eval_batch', 'load_checkpoint', 'strategy', 'mixed_precision'}
 
 
 _NOTICES = set()  # one-line notices already printed by this process
