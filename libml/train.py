@@ -87,8 +87,6 @@ flags.DEFINE_boolean('mixed_precision', False, 'float16 compute with dynamic los
                      'if the CPU has bfloat16 instructions, else float32. Variables stay float32.')
 flags.DEFINE_integer('eval_batch', 256, 'Batch size for evaluation and inference.')
 
-
-
 _NOTICES = set()  # one-line notices already printed by this process
 
 
