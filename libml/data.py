@@ -21,8 +21,9 @@ flags.DEFINE_integer('shuffle_buffer', 1 << 16,
                      'Records held by the shuffle buffer of a training file too large for --cache_mb.')
 flags.DEFINE_integer('cache_mb', 1024,
                      'Keep a training file\'s decoded images in memory (exact, resumable per-epoch permutations) '
-                     'when they fit in this many MiB; larger files are streamed through a shuffle buffer. Stay '
-                     'well below 2048: the images travel inside the input graph, which protobuf caps at 2 GiB.')
+                     'when they fit in this many MiB; larger files are streamed through a shuffle buffer. Keep it '
+                     'well below 2048: tf.distribute may serialise the input pipeline with its images, and a '
+                     'serialised graph is limited to 2 GiB.')
 
 NAME_PATTERN = '<name>.<seed>@<size>-<valid>'
 _NAME_RE = re.compile(r'^(?P<name>[A-Za-z0-9_]+)\.(?P<seed>\d+)@(?P<size>\d+)(?:-(?P<valid>\d+))?$')
