@@ -27,6 +27,15 @@ def read_scalars(folder, tag):
     return sorted(values.items())
 
 
+def training_seconds(folder):
+    """Seconds a run spent training: per events file (one per session), its first to last event, summed."""
+    total = 0.0
+    for path in glob.glob(os.path.join(folder, 'events*')):
+        times = [event_pb2.Event.FromString(raw).wall_time for raw in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+        total += max(times) - min(times) if times else 0.0
+    return total
+
+
 def median_of_last(values, counts=(1, 10, 20, 50)):
     """{'last01': median of the last value, 'last10': ..., ...} for a list of floats."""
     return {f'last{n:02d}': float(np.median(values[-n:])) for n in counts if values}

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from libml.events import median_of_last, read_scalars
+from libml.events import median_of_last, read_scalars, training_seconds
 from libml.utils import UserError, data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,9 +58,11 @@ def ensure(path, args, log=None):
 
 
 def train(script, flags, log=None, quiet=True):
-    """Trains with `script` and `flags`; returns dict(run_dir, accuracy, last01, wall_s, command).
+    """Trains with `script` and `flags`; returns dict(run_dir, accuracy, last01, wall_s, train_s, command).
 
-    `accuracy` is the median test accuracy of the last 10 reports (extract_accuracy's last10).
+    `accuracy` is the median test accuracy of the last 10 reports (extract_accuracy's last10);
+    `wall_s` times this call; `train_s` is read from the run's events files (each session's
+    first to last event), so it stays right when the run was already trained or resumed.
     """
     start = time.time()
     args = [script] + list(flags)
@@ -74,7 +76,7 @@ def train(script, flags, log=None, quiet=True):
     values = [v for _, v in read_scalars(os.path.join(run_dir, 'tf'), 'accuracy_test')]
     stats = median_of_last(values)
     return dict(run_dir=run_dir, accuracy=stats['last10'], last01=stats['last01'], wall_s=wall,
-                command='python ' + command_line(args))
+                train_s=training_seconds(os.path.join(run_dir, 'tf')), command='python ' + command_line(args))
 
 
 def markdown_table(header, rows):
