@@ -127,6 +127,67 @@ def forward_flops(model, shape):
     return graph_flops(fn)
 
 
+CONV_TYPES = ('Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter')
+
+
+def conv_kernels(function):
+    """The distinct convolutions a traced step runs: {(op type, shapes, strides, padding): (count, FLOPs of one)}.
+
+    shapes = the op's [N, H, W, C] input, its kernel [kh, kw, cin, cout] and its output, all static.
+    """
+    kernels = {}
+    for op in needed_ops(function.get_concrete_function().graph):
+        if op.type not in CONV_TYPES:
+            continue
+        x = op.inputs[0].shape if op.type != 'Conv2DBackpropInput' else op.outputs[0].shape
+        kernel = op.inputs[1].shape if op.type != 'Conv2DBackpropFilter' else op.outputs[0].shape
+        y = op.outputs[0].shape if op.type == 'Conv2D' else op.inputs[2].shape
+        key = (op.type, (tuple(x), tuple(kernel), tuple(y)), tuple(op.get_attr('strides')), op.get_attr('padding'))
+        count, flops = kernels.get(key, (0, op_flops(op)))
+        kernels[key] = (count + 1, flops)
+    return kernels
+
+
+def kernel_call(key):
+    """(function, args) running one convolution of `conv_kernels` alone on random float32 inputs of its shapes."""
+    kind, (x, kernel, y), strides, padding = key
+    padding = padding.decode() if isinstance(padding, bytes) else padding
+    conv = dict(strides=list(strides), padding=padding)
+    if kind == 'Conv2D':
+        fn = lambda a, w: tf.raw_ops.Conv2D(input=a, filter=w, **conv)[0, 0, 0, 0]
+        shapes = (x, kernel)
+    elif kind == 'Conv2DBackpropInput':
+        fn = lambda w, dy: tf.raw_ops.Conv2DBackpropInput(input_sizes=x, filter=w, out_backprop=dy, **conv)[0, 0, 0, 0]
+        shapes = (kernel, y)
+    else:
+        fn = lambda a, dy: tf.raw_ops.Conv2DBackpropFilter(input=a, filter_sizes=kernel, out_backprop=dy, **conv)[
+            0, 0, 0, 0
+        ]
+        shapes = (x, y)
+    return tf.function(fn), tuple(tf.random.uniform(s) for s in shapes)
+
+
+def conv_ceiling(function, matmul, rounds):
+    """The step's convolutions alone, each timed in rounds with `matmul` (function, args, FLOPs).
+
+    Returns {'kernels': distinct convolutions, 'flops', 'seconds' (sum of count x median time of each),
+    'flops_per_s', 'matmul_flops_per_s'}: the step computes these and more, so its FLOP/s cannot exceed
+    this ceiling by much (only by overlapping kernels on different cores).
+    """
+    kernels = conv_kernels(function)
+    calls = [kernel_call(key) for key in kernels] + [matmul[:2]]
+    times = time_rounds(calls, rounds)
+    flops = sum(count * one for count, one in kernels.values())
+    seconds = sum(count * t for (count, _), t in zip(kernels.values(), times))
+    return {
+        'kernels': len(kernels),
+        'flops': flops,
+        'seconds': seconds,
+        'flops_per_s': flops / seconds,
+        'matmul_flops_per_s': matmul[2] / times[-1],
+    }
+
+
 # --------------------------------------------------------------------------- peak
 
 
@@ -416,6 +477,12 @@ FLAGS_TABLE = (
     ('matmul', 2048, 'Side of the timed float32 matmul.'),
     ('pipeline', True, 'Time the input pipelines (--nopipeline: steps only).'),
     (
+        'ceiling',
+        True,
+        "Also time the first algorithm's convolutions alone, each in rounds with the matmul: the FLOP/s its "
+        'step could reach if nothing but its convolutions ran (--noceiling: skip).',
+    ),
+    (
         'profile',
         '',
         'Also trace one step of the first algorithm with tf.profiler into this folder and print the '
@@ -540,7 +607,7 @@ def run(o):
         f'{_share(matmul_start, peak["flops"])} of the analytic peak)',
         flush=True,
     )
-    rows, pipelines, evaluations, profile = [], {}, [], None
+    rows, pipelines, evaluations, profile, ceiling = [], {}, [], None, None
     with tempfile.TemporaryDirectory(prefix='benchmark_') as folder:
         dataset = synthetic_dataset(folder, o.records, o.img_size, o.channels, o.nclass, o.augment)
         bench = Bench(o, dataset)
@@ -584,6 +651,8 @@ def run(o):
                 }
                 rows.append(row)
                 print(_row_line(row, peak['flops']), flush=True)
+                if o.ceiling and ceiling is None and not xla:
+                    ceiling = dict(conv_ceiling(step, matmul, o.steps), algorithm=name)
                 if o.profile and profile is None:
                     profile = {
                         'algorithm': name,
@@ -611,6 +680,13 @@ def run(o):
         'ratio = step img/s / supervised (fs_baseline) img/s on the same number of images; /matmul = step FLOP/s / '
         "matmul FLOP/s; the three timed alternately; pipeline = img/s of the step's input streams alone"
     )
+    if ceiling:
+        print(
+            f'\n{ceiling["algorithm"]} convolutions alone ({ceiling["kernels"]} distinct, xla off): '
+            f'{ceiling["flops_per_s"] / 1e9:.2f} GFLOP/s = '
+            f'{_share(ceiling["flops_per_s"], ceiling["matmul_flops_per_s"])} of the matmul timed in the same rounds; '
+            f'{ceiling["flops"] / 1e9:.3f} GFLOP in {ceiling["seconds"]:.3f} s'
+        )
     if profile:
         print(
             f'\nprofile of one {profile["algorithm"]} step (xla {"on" if profile["xla"] else "off"}), trace in '
@@ -624,6 +700,7 @@ def run(o):
         steps=rows,
         evaluation=evaluations,
         profile=profile,
+        ceiling=ceiling,
         load_average_end=os.getloadavg(),
         pipelines=[{'views': list(k[0]), 'uratio': k[1], 'img_per_s': v} for k, v in pipelines.items()],
     )

@@ -34,7 +34,21 @@ def test_step_flops_count_forward_and_gradients(tmp_path):
     forward = STEM + BLOCK1 + BLOCK2 + DENSE
     kernel_grads = STEM + BLOCK1 + BLOCK2 + DENSE
     input_grads = BLOCK1 + BLOCK2 + DENSE
-    assert benchmark.graph_flops(trainer.compiled_step()) == 2 * 4 * (forward + kernel_grads + input_grads)  # 184,800
+    step = trainer.compiled_step()
+    assert benchmark.graph_flops(step) == 2 * 4 * (forward + kernel_grads + input_grads)  # 184,800
+    # The convolutions alone: 3 forward, 3 kernel gradients, 2 input gradients (the dense layer's MatMuls left out).
+    kernels = benchmark.conv_kernels(step)
+    counts = {kind: sum(c for (k, *_), (c, _) in kernels.items() if k == kind) for kind in benchmark.CONV_TYPES}
+    assert counts == {'Conv2D': 3, 'Conv2DBackpropFilter': 3, 'Conv2DBackpropInput': 2}
+    assert sum(c * f for c, f in kernels.values()) == 2 * 4 * (3 * (STEM + BLOCK1 + BLOCK2) - STEM)  # 175,104
+    # Input gradients of the two blocks (kernel, output gradient), run alone on random inputs of those shapes.
+    shapes = set()
+    for key in kernels:
+        fn, args = benchmark.kernel_call(key)
+        assert np.isfinite(fn(*args).numpy())
+        if key[0] == 'Conv2DBackpropInput':
+            shapes.add(tuple(tuple(a.shape.as_list()) for a in args))
+    assert shapes == {((3, 3, 2, 2), (4, 8, 8, 2)), ((3, 3, 2, 4), (4, 8, 8, 4))}
 
 
 # /proc/cpuinfo of this project's machine (two blocks, the fields the peak reads), and of an Intel laptop.
@@ -73,8 +87,11 @@ def test_tiny_run_has_a_line_per_algorithm(tmp_path):
     assert re.search(r'^analytic peak: ([\d.]+|unknown) GFLOP/s', out, re.M), out
     assert re.search(r'^timed matmul: +[\d.]+ GFLOP/s \(256x256 float32', out, re.M), out
     assert re.search(r'^predict +off +[\d.]+', out, re.M), out
+    ceiling = r'^realmix convolutions alone \(\d+ distinct, xla off\): [\d.]+ GFLOP/s = [\d.]+% of'
+    assert re.search(ceiling, out, re.M), out
     report = json.loads(out_json.read_text())
     rows = {row['name']: row for row in report['steps']}
+    assert report['ceiling']['flops'] < rows['realmix']['flops']  # the convolutions are most, not all, of the FLOPs
     assert list(rows) == list(benchmark.ALGORITHMS)
     # Images per step at batch 4, uratio 1: labelled + views x 4 unlabelled (FixMatch: weak and strong views).
     expected = {'realmix': 12, 'mixmatch': 12, 'fixmatch': 12, 'mixup': 8, 'vat': 8, 'fs_mixup': 4}
