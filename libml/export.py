@@ -8,7 +8,8 @@ TensorFlow only:
     serving_default   images: tf.string [N] (PNG, JPEG, BMP, GIF or WebP bytes, any size)
     serving_decoded   images: float32 [N, H, W, C] in [0, 1], already at the model's size
     both return       probabilities float32 [N, K], class_ids int32 [N], classes tf.string [N]
-                      (the predicted class names) and class_names tf.string [K]
+                      (the predicted class names) and class_names tf.string [K]; N = 0 gives
+                      empty outputs of these types without running the model
 
 The loaded object also carries `class_names` (string [K]) and `image_shape` (int32 [3]).
 
@@ -256,6 +257,20 @@ def restore_ema_model(prefix, config, shape, nclass):
 # --------------------------------------------------------------------------- SavedModel
 
 
+def model_probabilities(model, images, nclass):
+    """softmax(model(images)) in inference mode: images float32 [N, H, W, C] in [-1, 1] -> float32 [N, K].
+
+    An empty batch (N = 0) gives float32 [0, K] without running the model: oneDNN's Conv2D
+    (TF_ENABLE_ONEDNN_OPTS=1) returns a zero-size batch with its input's channels, and the next
+    batch norm fails.
+    """
+    return tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: tf.nn.softmax(model(images, training=False)),
+        lambda: tf.zeros([0, nclass], tf.float32),
+    )
+
+
 def serving_module(ema_model, shape, names):
     """(tf.Module holding the model, {signature name: concrete function}) ready to save."""
     module = tf.Module()
@@ -264,7 +279,7 @@ def serving_module(ema_model, shape, names):
     module.image_shape = tf.Variable(list(shape), dtype=tf.int32, trainable=False, name='image_shape')
 
     def outputs(images):
-        probabilities = tf.nn.softmax(module.model(images * 2.0 - 1.0, training=False))
+        probabilities = model_probabilities(module.model, images * 2.0 - 1.0, len(names))
         ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
         return {
             'probabilities': probabilities,
@@ -284,7 +299,7 @@ def serving_module(ema_model, shape, names):
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name='images')])
     def model_range_probabilities(images):  # images already in [-1, 1], as libml's own pipelines feed them
-        return tf.nn.softmax(module.model(images, training=False))
+        return model_probabilities(module.model, images, len(names))
 
     module.serve_encoded, module.serve_decoded = serve_encoded, serve_decoded
     module.model_range_probabilities = model_range_probabilities

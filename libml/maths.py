@@ -297,22 +297,40 @@ def entropy_from_logits(logits):
     return tf.reduce_mean(-tf.reduce_sum(tf.nn.softmax(logits) * tf.nn.log_softmax(logits), axis=-1))
 
 
+def kl_gradient_wrt_q(p_logits, q_logits):
+    """d/dq_logits of mean over rows KL(softmax(p) || softmax(q)) = (softmax(q) - softmax(p)) / N.
+
+    p_logits, q_logits: [N, K]. The difference is taken in float64: for q near p (VAT's power
+    iteration, logits ~1e-6 apart) float32 probabilities cancel to a few ulps, or to zero, while
+    the float64 softmaxes of the same float32 logits keep their difference. Returns float32 [N, K].
+    """
+    p = tf.nn.softmax(tf.cast(p_logits, tf.float64))
+    q = tf.nn.softmax(tf.cast(q_logits, tf.float64))
+    return tf.cast((q - p) / tf.cast(tf.shape(q)[0], tf.float64), tf.float32)
+
+
 def vat_perturbation(forward, x, logits, seed, xi=1e-6, eps=6.0):
     """VAT's adversarial direction (one power iteration), scaled to radius eps.
 
     forward: callable [N, ...] -> [N, K] logits (the model in training mode, without updating
     batch-norm statistics); x: [N, ...] inputs (u_1); logits: [N, K] = forward(x) (z, held
     fixed); seed: int [2]. d ~ N(0, I), d <- xi * n(d), g = grad_d mean KL(p(z) || p(forward(x + d))),
-    r = eps * n(stop_gradient(g)), with n = `vat_normalise`. Returns r, float32 [N, ...], no
-    gradient, each row of L2 norm ~eps.
+    r = eps * n(stop_gradient(g)), with n = `vat_normalise`. g is backpropagated from the KL's
+    gradient with respect to forward(x + d), `kl_gradient_wrt_q` (computed without float32
+    cancellation). Returns r, float32 [N, ...], no gradient, each row of L2 norm ~eps.
     """
     x = tf.cast(x, tf.float32)
     teacher = tf.stop_gradient(tf.cast(logits, tf.float32))
     d = xi * vat_normalise(tf.random.stateless_normal(tf.shape(x), seed))
     with tf.GradientTape() as tape:
         tape.watch(d)
-        distance = kl_divergence(teacher, forward(x + d))
-    g = tape.gradient(distance, d, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        moved = tf.cast(forward(x + d), tf.float32)
+    g = tape.gradient(
+        moved,
+        d,
+        output_gradients=kl_gradient_wrt_q(teacher, tf.stop_gradient(moved)),
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
     return tf.stop_gradient(eps * vat_normalise(tf.stop_gradient(g)))
 
 

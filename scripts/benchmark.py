@@ -280,7 +280,7 @@ def physical_cores(cpuinfo):
 
 
 def onednn_enabled():
-    """Whether TensorFlow's CPU kernels use oneDNN (TF_ENABLE_ONEDNN_OPTS; the default depends on the build)."""
+    """Whether TensorFlow's CPU kernels use oneDNN (TF_ENABLE_ONEDNN_OPTS: libml turns it on unless it is set)."""
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())

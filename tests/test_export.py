@@ -265,6 +265,41 @@ def test_load_serving_for_inference(runs):
         export.load_serving(run['run_dir'])
 
 
+_EMPTY_BATCH = r"""
+import json, sys
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+model = tf.saved_model.load(sys.argv[1])
+feeds = {'serving_default': tf.zeros([0], tf.string), 'serving_decoded': tf.zeros([0, 8, 8, 3])}
+outputs = {name: model.signatures[name](images=images) for name, images in feeds.items()}
+outputs['model_range'] = {'probabilities': model.model_range_probabilities(tf.zeros([0, 8, 8, 3]))}
+shapes = {name: {k: [v.shape.as_list(), v.dtype.name] for k, v in out.items()} for name, out in outputs.items()}
+print(json.dumps({'onednn': bool(_pywrap_util_port.IsMklEnabled()), 'outputs': shapes}))
+"""
+
+
+@pytest.mark.parametrize('onednn', ['0', '1'])
+def test_empty_batch_gives_empty_outputs(runs, onednn):
+    # In a process of its own: TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads.
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL='3')
+    command = [sys.executable, '-c', _EMPTY_BATCH, runs['rgb']['export']]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    assert got['onednn'] == (onednn == '1')
+    served = {
+        'probabilities': [[0, 5], 'float32'],
+        'class_ids': [[0], 'int32'],
+        'classes': [[0], 'string'],
+        'class_names': [[5], 'string'],
+    }
+    assert got['outputs'] == {
+        'serving_default': served,
+        'serving_decoded': served,
+        'model_range': {'probabilities': [[0, 5], 'float32']},
+    }
+
+
 # --------------------------------------------------------------------------- preprocessing against Pillow
 
 

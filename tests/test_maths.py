@@ -410,6 +410,29 @@ def test_vat_loss_is_kl_student_first_with_teacher_stopped():
     np.testing.assert_allclose(grad_student.numpy(), [expected], rtol=1e-5)
 
 
+def test_kl_gradient_wrt_q_is_the_tape_gradient_of_the_kl():
+    p_logits, q_logits = LOGITS, LOGITS[:, ::-1] * 0.5
+    q = tf.Variable(q_logits)
+    with tf.GradientTape() as tape:
+        kl = maths.kl_divergence(p_logits, q)
+    expected = tape.gradient(kl, q).numpy()
+    np.testing.assert_allclose(maths.kl_gradient_wrt_q(p_logits, q_logits).numpy(), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_kl_gradient_wrt_q_keeps_a_one_ulp_logit_difference():
+    # Two classes, logits [l, 0] and [l + 1 ulp, 0]: the gradient is +-p (1 - p) * ulp / N, ~7e-9,
+    # below the float32 resolution of p ~ 0.62 (6e-8), where float32 softmaxes differ by 0 or 1 ulp.
+    low = np.float32(0.48906907)
+    high = np.nextafter(low, np.float32(1))
+    p = 1 / (1 + math.exp(-float(low)))
+    step = p * (1 - p) * (float(high) - float(low)) / 2
+    p_logits = np.array([[low, 0], [0, 0]], np.float32)
+    q_logits = np.array([[high, 0], [0, 0]], np.float32)
+    out = maths.kl_gradient_wrt_q(p_logits, q_logits).numpy()
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[step, -step], [0, 0]], rtol=1e-6, atol=0)
+
+
 def _linear(w):
     """A linear model forward: [N, 2, 3] images -> flatten -> logits [N, K] = x w."""
     return lambda x: tf.reshape(x, [tf.shape(x)[0], -1]) @ w
@@ -417,7 +440,9 @@ def _linear(w):
 
 def test_vat_perturbation_two_class_linear_model_points_along_weights():
     # logits = [x . w, 0]: the gradient of the KL w.r.t. d is w (q_0 - p_0), parallel to w
-    # whatever d is, so r = +-eps * w / |w| row by row (up to the 1e-6 of the normalisation).
+    # whatever d is, so r = +-eps * w / |w| row by row (up to the 1e-6 of the normalisation). Row 1's d is
+    # nearly orthogonal to w: its logit moves by 4 float32 ulps, and its float32 q_0 - p_0 was 1 ulp, or 0
+    # with oneDNN's kernels (r = 0) until `kl_gradient_wrt_q` took the difference in float64.
     rng = np.random.RandomState(2)
     w = np.stack([rng.uniform(2, 6, size=6) * rng.choice([-1, 1], 6), np.zeros(6)], axis=1).astype(np.float32)
     x = rng.normal(size=[4, 2, 3]).astype(np.float32) * 0.1
