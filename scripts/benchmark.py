@@ -209,8 +209,9 @@ def fma_units(vendor, family, model, flag_set):
 
     AMD Zen 1 (family 23, model < 0x30): 2 x 128-bit; Zen 2 (family 23) and Zen 3/4 (family 25, AVX-512
     split into two 256-bit halves on Zen 4): 2 x 256-bit; Zen 5 (family 26): 2 x 512-bit with AVX-512.
-    Intel cores with FMA and without AVX-512 (Haswell to Alder Lake P-cores): 2 x 256-bit; with AVX-512
-    the count (1 or 2 units) depends on the model: unknown.
+    Intel cores with FMA and without AVX-512 (Haswell to Alder Lake P-cores): 2 x 256-bit; with AMX
+    (Sapphire Rapids and later Xeon cores, whatever model number a VM reports): 2 x 512-bit; other
+    AVX-512 cores have 1 or 2 units depending on the part: unknown.
     """
     if 'fma' not in flag_set:
         return None, None
@@ -221,6 +222,8 @@ def fma_units(vendor, family, model, flag_set):
             return 2, 8
         if family == 26:
             return 2, 16 if 'avx512f' in flag_set else 8
+    if vendor == 'GenuineIntel' and 'avx512f' in flag_set and 'amx_tile' in flag_set:
+        return 2, 16
     if vendor == 'GenuineIntel' and 'avx2' in flag_set and 'avx512f' not in flag_set:
         return 2, 8
     return None, None

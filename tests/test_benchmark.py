@@ -72,6 +72,10 @@ def test_analytic_peak_from_cpuinfo():
     intel = benchmark.analytic_peak(INTEL, cores=4)
     assert intel['clock_hz'] == pytest.approx(1.9e9) and 'model name' in intel['clock_source']  # not cpu MHz
     assert intel['flops'] == pytest.approx(4 * 1.9e9 * 32)
+    # A Sapphire Rapids Xeon as a KVM guest shows it (generic name, AMX): 2 x 512-bit FMA units.
+    xeon = INTEL.replace('Core(TM) i7-8650U CPU @ 1.90GHz', 'Xeon(R) Processor').replace('800.000', '2599.998')
+    xeon = xeon.replace('avx2', 'avx2 avx512f amx_tile')
+    assert benchmark.analytic_peak(xeon, cores=2)['flops'] == pytest.approx(2 * 2.599998e9 * 64)
     unknown = benchmark.analytic_peak(INTEL.replace(' fma', ''), cores=4)
     assert unknown['flops'] is None and 'unknown' in unknown['how']
     assert benchmark.analytic_peak('', cores=1)['flops'] is None
