@@ -6,6 +6,7 @@ chunk by chunk (see the make_aug_copy section) and never holds more than a few c
 
 import collections
 import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -370,24 +371,45 @@ def _varint(value):
     return bytes(out)
 
 
+def _header(number, size):
+    """Tag and length of a length-delimited protocol-buffer field `number` of `size` payload bytes."""
+    return _varint(number << 3 | 2) + _varint(size)
+
+
 def _field(number, payload):
     """A length-delimited protocol-buffer field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _header(number, len(payload)) + payload
 
 
 _IMAGE_KEY, _LABEL_KEY = _field(1, b'image'), _field(1, b'label')
 
 
+@functools.cache
+def _label_entry(label):
+    """The `label` entry of Features.feature: Feature.int64_list.value, packed."""
+    return _field(1, _LABEL_KEY + _field(2, _field(3, _field(1, _varint(label)))))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _example_head(size, tail):
+    """The bytes of an Example before its PNG of `size` bytes, when its label entry takes `tail` bytes."""
+    head = b''
+    for number in (1, 1, 2):  # BytesList.value, Feature.bytes_list, the entry's value
+        head = _header(number, len(head) + size) + head
+    head = _header(1, len(_IMAGE_KEY) + len(head) + size) + _IMAGE_KEY + head  # Features.feature entry
+    return _header(1, len(head) + size + tail) + head  # Example.features
+
+
 def example_bytes(png, label):
-    """The serialized tf.train.Example of one record (PNG bytes, int label), built directly (~10x faster).
+    """The serialized tf.train.Example of one record (PNG bytes, int label), built directly (~30x faster).
 
     The bytes of protobuf's SerializeToString(deterministic=True): features sorted by name, `image`
     then `label`. (Without deterministic=True, as data.serialize_example calls it, the order of the
     two features varies from one process to the next, so files differ byte-wise between runs.)
+    Only the PNG is copied: the bytes around it are looked up by its size and the label.
     """
-    image = _field(2, _field(1, _field(1, png)))  # Feature.bytes_list.value
-    label = _field(2, _field(3, _field(1, _varint(int(label)))))  # Feature.int64_list.value, packed
-    return _field(1, _field(1, _IMAGE_KEY + image) + _field(1, _LABEL_KEY + label))
+    tail = _label_entry(int(label))
+    return _example_head(len(png), len(tail)) + png + tail
 
 
 def augmented_records(pixels, labels, copies, augment, seed, buffer=10000, workers=1, chunk=None):

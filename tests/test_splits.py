@@ -221,7 +221,10 @@ def test_png_filter_rows_by_hand():
 
 
 def test_example_bytes_is_the_deterministic_serialization():
-    for png, label in [(b'\x89PNG', 3), (b'', 0), (b'x' * 300, -1), (b'abc', 1 << 40)]:
+    # sizes around the varint steps of the nested lengths (127/128, 16383/16384), twice each (cached heads)
+    sizes = [0, 4, 115, 116, 120, 124, 125, 127, 128, 300, 16370, 16372, 16380, 16384, 1 << 21]
+    cases = [(b'\x89PNG', 3), (b'abc', 1 << 40)] + [(b'x' * n, label) for n in sizes for label in (-1, 0, 300)]
+    for png, label in cases * 2:
         feature = {
             'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
             'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
