@@ -15,7 +15,7 @@ import zlib
 
 from libml import augment as augment_lib
 from libml import data
-from libml.data import parse_example
+from libml.records import image_batches
 from libml.utils import UserError, parse_int_list
 
 import numpy as np
@@ -213,20 +213,14 @@ class PixelFile:
         missing, unreadable or not an image of `shape`.
         """
         shape = tuple(int(v) for v in shape)
-
-        def decode(record):
-            image = tf.io.decode_png(record['image'], channels=shape[2])
-            ok = tf.reduce_all(tf.equal(tf.shape(image), shape))
-            return tf.cond(ok, lambda: tf.reshape(image, shape), lambda: tf.zeros(shape, tf.uint8)), record['label'], ok
-
-        ds = tf.data.TFRecordDataset(source).skip(skip).take(count).map(parse_example)
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(chunk_size(shape) * 4)
+        records = tf.data.TFRecordDataset(source, buffer_size=1 << 20).skip(skip).take(count)
         labels, done = [], 0
         try:
             with open(path, 'wb') as f:
-                for images, batch_labels, ok in ds.as_numpy_iterator():
-                    if not ok.all():
-                        bad = skip + done + int(np.argmin(ok))
+                for images, batch_labels, sizes in image_batches(records, shape, 256).as_numpy_iterator():
+                    fits = np.all(sizes == shape[:2], axis=1)
+                    if not fits.all():
+                        bad = skip + done + int(np.argmin(fits))
                         raise UserError(
                             f'{source}: record {bad} is not a {"x".join(map(str, shape))} image like '
                             'the first one: every image of a dataset must have the same shape'

@@ -8,7 +8,7 @@ in the block-and-window order of `WindowLayout` (`EndlessStream.streamed`).
 import os
 
 from libml import progress
-from libml.records import pipeline_errors, record_decoder
+from libml.records import check_sizes, image_batches, pipeline_errors, record_decoder
 
 import numpy as np
 import tensorflow as tf
@@ -134,17 +134,16 @@ def decode_into_memory(part, shape):
     """(images uint8 Variable [N, H, W, C], labels Variable [N]) of `part`, decoded once."""
     with tf.device('/cpu:0'):  # filled in place: one copy of the images, no 2 GiB graph limit
         images = hold(tf.raw_ops.Empty(shape=[len(part), *shape], dtype=tf.uint8))
-    decode = record_decoder(part.path, shape)
-    ds = part.sequential().map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
     done = 0
     with pipeline_errors([part.path]):
-        for chunk, _ in progress.bar(
-            ds,
-            total=-(-len(part) // 4096),
+        for chunk, _, sizes in progress.bar(
+            image_batches(part.sequential(), shape, 1024),
+            total=-(-len(part) // 1024),
             desc=f'decode {os.path.basename(part.path)}',
             unit='batch',
             disable=len(part) < 1 << 16,
         ):
+            check_sizes(sizes.numpy(), shape, part.path)
             images.scatter_update(tf.IndexedSlices(chunk, tf.range(done, done + len(chunk))))
             done += len(chunk)
     return images, hold(part.labels)

@@ -284,6 +284,9 @@ def test_pixel_file_rejects_a_short_file_and_an_image_of_another_shape(ml_data, 
     )
     with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
         splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
+    data.write_records(path, [(data.encode_png(image_for(0)), 0), (b'GARBAGE!', 1)], overwrite=True)
+    with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
+        splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
 
 
 # --------------------------------------------------------------------------- create_split
