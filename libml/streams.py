@@ -7,7 +7,7 @@ in the block-and-window order of `WindowLayout` (`EndlessStream.streamed`).
 
 import os
 
-from libml import progress
+from libml import imagecache, progress
 from libml.records import check_sizes, image_batches, pipeline_errors, record_decoder
 
 import numpy as np
@@ -130,22 +130,42 @@ class WindowLayout:
 # --------------------------------------------------------------------------- cached
 
 
+def decoded(part, shape):
+    """The images of `part`, decoded, in chunks (uint8 [n, H, W, C]); UserError at one that is not of `shape`."""
+    for chunk, _, sizes in image_batches(part.sequential(), shape, 1024).as_numpy_iterator():
+        check_sizes(sizes, shape, part.path)
+        yield chunk
+
+
 def decode_into_memory(part, shape):
-    """(images uint8 Variable [N, H, W, C], labels Variable [N]) of `part`, decoded once."""
+    """(images uint8 Variable [N, H, W, C], labels Variable [N]) of `part`.
+
+    Read from the part's valid disk cache (`libml.imagecache`) when there is one, else decoded, and
+    the cache written for a part of imagecache.MIN_RECORDS records or more.
+    """
     with tf.device('/cpu:0'):  # filled in place: one copy of the images, no 2 GiB graph limit
         images = hold(tf.raw_ops.Empty(shape=[len(part), *shape], dtype=tf.uint8))
+    big = len(part) >= imagecache.MIN_RECORDS
+    cache = imagecache.cache_path(part.path, part.records, shape)
+    head = imagecache.header(part.path, len(part), shape)
+    chunks = imagecache.read(cache, head, len(part), shape) if big else None
+    writer = None
+    if chunks is None:
+        chunks = decoded(part, shape)
+        writer = imagecache.Writer(cache, head) if big else None
     done = 0
-    with pipeline_errors([part.path]):
-        for chunk, _, sizes in progress.bar(
-            image_batches(part.sequential(), shape, 1024),
-            total=-(-len(part) // 1024),
-            desc=f'decode {os.path.basename(part.path)}',
-            unit='batch',
-            disable=len(part) < 1 << 16,
-        ):
-            check_sizes(sizes.numpy(), shape, part.path)
-            images.scatter_update(tf.IndexedSlices(chunk, tf.range(done, done + len(chunk))))
-            done += len(chunk)
+    name = os.path.basename(part.path)
+    try:
+        with pipeline_errors([part.path]), progress.bar(total=len(part), desc=name, unit='img', disable=not big) as bar:
+            for chunk in chunks:
+                images.scatter_update(tf.IndexedSlices(chunk, tf.range(done, done + len(chunk))))
+                done += len(chunk)
+                bar.update(len(chunk))
+                if writer:
+                    writer.write(chunk)
+    finally:
+        if writer:
+            writer.close(complete=done == len(part))
     return images, hold(part.labels)
 
 

@@ -1,7 +1,6 @@
 """create_split, make_aug_copy, filter_dataset and inspect_dataset: pure logic in-process, the
 commands end to end on tiny record files (few subprocesses: each pays TensorFlow's import)."""
 
-import contextlib
 import json
 import os
 import pathlib
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tmpfs
 from test_data import NCLASS, build_dataset, image_for, index_of, take_images
 
 
@@ -478,19 +477,6 @@ def test_a_killed_make_aug_copy_leaves_temporary_files_that_the_next_run_removes
     run_cli(command[1:], ml_data)
     assert temp_files(ml_data) == [os.path.relpath(live, ml_data)]
     assert data.count_records(data.split_paths('tiny_aug60.1@50', str(ml_data))[1]) == 150 + 60 * 20
-
-
-@contextlib.contextmanager
-def tmpfs(path, options):
-    """A fresh tmpfs mounted at `path` with mount `options` (e.g. 'size=32k'); skips the test unless root."""
-    path.mkdir(parents=True, exist_ok=True)
-    mount = ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)]
-    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
-        pytest.skip('mounting a tmpfs needs root')
-    try:
-        yield path
-    finally:
-        subprocess.run(['umount', '-l', str(path)], capture_output=True)
 
 
 def test_full_disk_names_the_output(tmp_path):
