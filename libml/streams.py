@@ -1,8 +1,9 @@
 """The endless, seeded, resumable training streams: (element index, uint8 image, label) of a file's records.
 
 Element i of a stream is a function of (seed, i). A part of a file that fits the memory budget
-is decoded once into a CPU variable (`EndlessStream.cached`); a larger one is read from disk
-in the block-and-window order of `WindowLayout` (`EndlessStream.streamed`).
+is decoded once into a CPU variable (`EndlessStream.cached`; big parts are read back from a disk
+cache at later starts: `libml.imagecache`); a larger one is read from disk in the block-and-window
+order of `WindowLayout` (`EndlessStream.streamed`).
 """
 
 import os
