@@ -140,6 +140,8 @@ class DataSet:
     unlabelled file, labelled first) is decoded once into memory and epoch e serves record
     `perm_e(i mod N)`, perm_e a stateless permutation seeded by (seed, e); a larger file is
     streamed from disk in the order of `WindowLayout` with windows of `shuffle_buffer` records.
+    From 65,536 records on, the decoded images are also cached on disk beside their file, for
+    later starts (`libml.imagecache`).
 
     Pipelines fail on a defective record (no image, another size) with an error naming the
     file: iterate them inside `pipeline_errors()` to get it as a one-line UserError.

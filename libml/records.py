@@ -243,31 +243,48 @@ def read_labels(path):
 
 # First bytes of the formats tf.io.decode_png reads: PNG, JPEG, GIF, BMP, WebP (RIFF).
 _SIGNATURES = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM', b'RIFF')
+_PLACEHOLDER = encode_png(np.zeros([1, 1], np.uint8))  # decoded in place of bytes that are no image
+
+
+def _is_image(png):
+    """bool tensor of the shape of the string tensor `png`: the bytes start like an image tf.io.decode_png reads."""
+    head = tf.strings.substr(png, 0, 4)
+    return tf.reduce_any(tf.stack([tf.strings.substr(head, 0, len(s)) == s for s in _SIGNATURES]), axis=0)
+
+
+def no_image_message(path):
+    """The error of a record of `path` that holds no image."""
+    return f'{path}: a record holds no PNG image: {REBUILD}'
+
+
+def size_message(path, shape, actual):
+    """The error of a record of `path` holding an image of size `actual` ('HxW', str or string tensor), not `shape`."""
+    parts = [
+        f'{path}: a record holds a ',
+        actual,
+        f' image where its first image is {shape[0]}x{shape[1]} (every image of a dataset must have one size): '
+        're-create the file with scripts/create_datasets.py --img_size',
+    ]
+    return ''.join(parts) if isinstance(actual, str) else tf.strings.join(parts)
 
 
 def checked_decode(png, shape, path):
     """PNG bytes -> uint8 [H, W, C] of `shape`, in a graph.
 
     Records that hold no image or an image of another size fail with an InvalidArgumentError
-    whose message starts with `path` (see `DataSet.pipeline_errors`).
+    whose message starts with `path` (see `DataSet.pipeline_errors`); the message of the second
+    is built only then.
     """
-    head = tf.strings.substr(png, 0, 4)
-    known = tf.reduce_any([tf.strings.substr(head, 0, len(s)) == s for s in _SIGNATURES])
-    is_image = tf.debugging.Assert(known, [f'{path}: a record holds no PNG image: {REBUILD}'])
-    with tf.control_dependencies([is_image]):
+    with tf.control_dependencies([tf.debugging.Assert(_is_image(png), [no_image_message(path)])]):
         image = tf.io.decode_png(png, channels=shape[2])
-    actual = tf.strings.reduce_join(tf.strings.as_string(tf.shape(image)[:2]), separator='x')
-    fits = tf.reduce_all(tf.shape(image)[:2] == shape[:2])
-    message = tf.strings.join(
-        [
-            f'{path}: a record holds a ',
-            actual,
-            f' image where its first image is {shape[0]}x{shape[1]} (every image of a dataset must have one size): '
-            're-create the file with scripts/create_datasets.py --img_size',
-        ]
-    )
-    with tf.control_dependencies([tf.debugging.Assert(fits, [message])]):
-        return tf.ensure_shape(tf.identity(image), shape)
+    size = tf.shape(image)[:2]
+
+    def fail():
+        actual = tf.strings.reduce_join(tf.strings.as_string(size), separator='x')
+        with tf.control_dependencies([tf.debugging.Assert(False, [size_message(path, shape, actual)])]):
+            return tf.zeros(shape, tf.uint8)
+
+    return tf.cond(tf.reduce_all(size == shape[:2]), lambda: tf.reshape(image, shape), fail)
 
 
 def record_decoder(path, shape):
@@ -278,3 +295,37 @@ def record_decoder(path, shape):
         return checked_decode(record['image'], shape, path), record['label']
 
     return decode
+
+
+def image_batches(serialized, shape, batch):
+    """tf.data of (images uint8 [B, H, W, C], labels int64 [B], sizes int32 [B, 2]) of the records of `serialized`.
+
+    serialized: tf.data of serialized records, decoded in order, `batch` at a time (parsed together,
+    decoded one by one: about 60 us of CPU per 32x32 PNG). sizes: each record's image (height,
+    width), (-1, -1) when it holds no image; an image of another size than `shape` comes as zeros.
+    Check the sizes with `check_sizes`.
+    """
+    spec = {'image': tf.io.FixedLenFeature([], tf.string), 'label': tf.io.FixedLenFeature([], tf.int64)}
+
+    def decode(png):
+        image = tf.io.decode_png(png, channels=shape[2])
+        size = tf.shape(image)[:2]
+        fits = tf.reduce_all(size == shape[:2])
+        return tf.cond(fits, lambda: tf.reshape(image, shape), lambda: tf.zeros(shape, tf.uint8)), size
+
+    def decode_batch(raw):
+        record = tf.io.parse_example(raw, spec)
+        known = _is_image(record['image'])
+        pngs = tf.where(known, record['image'], _PLACEHOLDER)
+        images, sizes = tf.map_fn(decode, pngs, fn_output_signature=(tf.uint8, tf.int32), parallel_iterations=32)
+        return images, record['label'], tf.where(known[:, None], sizes, -1)
+
+    return serialized.batch(batch).map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def check_sizes(sizes, shape, path):
+    """Raises `checked_decode`'s UserError for the first of `sizes` (int [B, 2], from `image_batches`) not `shape`'s."""
+    bad = np.flatnonzero(np.any(sizes != shape[:2], axis=1))
+    if len(bad):
+        height, width = sizes[bad[0]]
+        raise UserError(no_image_message(path) if height < 0 else size_message(path, shape, f'{height}x{width}'))

@@ -1,14 +1,15 @@
 """The endless, seeded, resumable training streams: (element index, uint8 image, label) of a file's records.
 
 Element i of a stream is a function of (seed, i). A part of a file that fits the memory budget
-is decoded once into a CPU variable (`EndlessStream.cached`); a larger one is read from disk
-in the block-and-window order of `WindowLayout` (`EndlessStream.streamed`).
+is decoded once into a CPU variable (`EndlessStream.cached`; big parts are read back from a disk
+cache at later starts: `libml.imagecache`); a larger one is read from disk in the block-and-window
+order of `WindowLayout` (`EndlessStream.streamed`).
 """
 
 import os
 
-from libml import progress
-from libml.records import pipeline_errors, record_decoder
+from libml import imagecache, progress
+from libml.records import check_sizes, image_batches, pipeline_errors, record_decoder
 
 import numpy as np
 import tensorflow as tf
@@ -130,23 +131,42 @@ class WindowLayout:
 # --------------------------------------------------------------------------- cached
 
 
+def decoded(part, shape):
+    """The images of `part`, decoded, in chunks (uint8 [n, H, W, C]); UserError at one that is not of `shape`."""
+    for chunk, _, sizes in image_batches(part.sequential(), shape, 1024).as_numpy_iterator():
+        check_sizes(sizes, shape, part.path)
+        yield chunk
+
+
 def decode_into_memory(part, shape):
-    """(images uint8 Variable [N, H, W, C], labels Variable [N]) of `part`, decoded once."""
+    """(images uint8 Variable [N, H, W, C], labels Variable [N]) of `part`.
+
+    Read from the part's valid disk cache (`libml.imagecache`) when there is one, else decoded, and
+    the cache written for a part of imagecache.MIN_RECORDS records or more.
+    """
     with tf.device('/cpu:0'):  # filled in place: one copy of the images, no 2 GiB graph limit
         images = hold(tf.raw_ops.Empty(shape=[len(part), *shape], dtype=tf.uint8))
-    decode = record_decoder(part.path, shape)
-    ds = part.sequential().map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    big = len(part) >= imagecache.MIN_RECORDS
+    cache = imagecache.cache_path(part.path, part.records, shape)
+    head = imagecache.header(part.path, len(part), shape)
+    chunks = imagecache.read(cache, head, len(part), shape) if big else None
+    writer = None
+    if chunks is None:
+        chunks = decoded(part, shape)
+        writer = imagecache.Writer(cache, head) if big else None
     done = 0
-    with pipeline_errors([part.path]):
-        for chunk, _ in progress.bar(
-            ds,
-            total=-(-len(part) // 4096),
-            desc=f'decode {os.path.basename(part.path)}',
-            unit='batch',
-            disable=len(part) < 1 << 16,
-        ):
-            images.scatter_update(tf.IndexedSlices(chunk, tf.range(done, done + len(chunk))))
-            done += len(chunk)
+    name = os.path.basename(part.path)
+    try:
+        with pipeline_errors([part.path]), progress.bar(total=len(part), desc=name, unit='img', disable=not big) as bar:
+            for chunk in chunks:
+                images.scatter_update(tf.IndexedSlices(chunk, tf.range(done, done + len(chunk))))
+                done += len(chunk)
+                bar.update(len(chunk))
+                if writer:
+                    writer.write(chunk)
+    finally:
+        if writer:
+            writer.close(complete=done == len(part))
     return images, hold(part.labels)
 
 

@@ -13,7 +13,9 @@ Stages, each a real command in a child process (its peak memory is the child's o
   create_split     scripts/create_split.py --seed=1 --label_split_size=<labels>;
   make_aug_copy    scripts/make_aug_copy.py --aug_copy=K --augment=cifar10;
   resume_*         DataSet.from_name('cifar10_aug<K>.1@<labels>-<valid>') and the delay until
-                   train_unlabelled delivers its first batch at start=0 and at start=--resume_at;
+                   train_unlabelled delivers its first batch at start=0, then in a new process (a
+                   restart) at start=--resume_at (the first start writes the decoded-image cache of
+                   libml/imagecache.py when 65,536 images or more are cached; the restart reads it);
   pipeline_*       img/s of RealMix's input (B labelled + two views of B unlabelled per step);
                    each of these stages twice: decoded images cached in memory (the default
                    --cache_mb) and streamed from the file (--cache_mb=0).
@@ -56,6 +58,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string('probe', None, 'Internal: run the resume stage on this dataset and print its timings as JSON.')
 flags.DEFINE_integer('probe_cache_mb', -1, 'Internal: --cache_mb of the probe (-1: the default, 0: streamed).')
+flags.DEFINE_integer('probe_start', 0, "Internal: stream position of the probe's first batch.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
@@ -177,7 +180,10 @@ def pipeline_rate(dataset, batch, steps):
 
 
 def probe(name):
-    """The resume and pipeline stages, run in a child: builds the DataSet, times two first batches and a stream."""
+    """A resume stage, run in a child: builds the DataSet, times its first batch at --probe_start.
+
+    At --probe_start=0 (a first start), also the input rate.
+    """
     from libml import data
 
     kwargs = {} if FLAGS.probe_cache_mb < 0 else {'cache_mb': FLAGS.probe_cache_mb}
@@ -185,9 +191,9 @@ def probe(name):
     dataset = data.DataSet.from_name(name, augment='cifar10', **kwargs)
     opened = time.perf_counter() - began
     result = {'open': opened, 'unlabelled': int(dataset.unlabel_count), 'cached': bool(dataset.cached[1])}
-    for label, start in (('start_0', 0), ('late', FLAGS.resume_at)):
-        result[label] = first_batch_delay(dataset, FLAGS.batch, start)
-    result['rate'] = pipeline_rate(dataset, FLAGS.batch, FLAGS.pipeline_steps)
+    result['first'] = first_batch_delay(dataset, FLAGS.batch, FLAGS.probe_start)
+    if not FLAGS.probe_start:
+        result['rate'] = pipeline_rate(dataset, FLAGS.batch, FLAGS.pipeline_steps)
     print(json.dumps(result))
 
 
@@ -272,34 +278,38 @@ def main(argv):
         )
         name = f'cifar10_aug{FLAGS.aug_copy}.1@{labels}-{min(500, unlabel)}'
         for kind, cache_mb in (('cached', -1), ('streamed', 0)):
-            command = [__file__, f'--probe={name}', f'--probe_cache_mb={cache_mb}', f'--resume_at={FLAGS.resume_at}']
-            command += [f'--batch={FLAGS.batch}', f'--pipeline_steps={FLAGS.pipeline_steps}']
-            seconds, peak, out = run_child(command, env)
-            probed = json.loads(out.strip().splitlines()[-1])
-            where = 'in memory' if probed['cached'] else 'streamed from the file'
+            probed = {}
+            for start in (0, FLAGS.resume_at):  # a start, then a restart (resume) in a new process
+                command = [__file__, f'--probe={name}', f'--probe_cache_mb={cache_mb}', f'--probe_start={start}']
+                command += [f'--batch={FLAGS.batch}', f'--pipeline_steps={FLAGS.pipeline_steps}']
+                seconds, peak, out = run_child(command, env)
+                probed[start] = json.loads(out.strip().splitlines()[-1]), seconds, peak
+            (first, seconds, peak), (late, late_seconds, late_peak) = probed[0], probed[FLAGS.resume_at]
+            where = 'in memory' if first['cached'] else 'streamed from the file'
             report(
                 rows,
                 f'resume_open_{kind}',
-                probed['unlabelled'],
-                probed['open'],
+                first['unlabelled'],
+                first['open'],
                 peak,
                 f'DataSet.from_name({name!r}), unlabelled images {where}; the child ran {seconds:.1f} s in all',
             )
-            report(rows, f'resume_0_{kind}', FLAGS.batch, probed['start_0'], peak, 'first batch at start=0 (delay)')
+            report(rows, f'resume_0_{kind}', FLAGS.batch, first['first'], peak, 'first batch at start=0 (delay)')
             report(
                 rows,
                 f'resume_late_{kind}',
                 FLAGS.batch,
-                probed['late'],
-                peak,
-                f'first batch at start={FLAGS.resume_at:,} (delay)',
+                late['first'],
+                late_peak,
+                f'first batch at start={FLAGS.resume_at:,} (delay) in a new process, after a '
+                f'{late["open"]:.1f} s DataSet.from_name; the child ran {late_seconds:.1f} s in all',
             )
             steps = FLAGS.pipeline_steps
             report(
                 rows,
                 f'pipeline_{kind}',
                 3 * FLAGS.batch * steps,
-                3 * FLAGS.batch * steps / probed['rate'],
+                3 * FLAGS.batch * steps / first['rate'],
                 peak,
                 f'{steps} steps of {FLAGS.batch} labelled + 2 x {FLAGS.batch} unlabelled (RealMix)',
             )

@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated $ML_DATA per test, the digits data, and one trained tiny run."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -108,3 +109,16 @@ def assert_user_error(proc, *fragments):
     assert 'Traceback' not in proc.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+@contextlib.contextmanager
+def tmpfs(path, options):
+    """A fresh tmpfs mounted at `path` with mount `options` (e.g. 'size=32k'); skips the test unless root."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip('mounting a tmpfs needs root')
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', '-l', str(path)], capture_output=True)

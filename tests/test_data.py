@@ -1,13 +1,16 @@
 """DataSet pipelines and dataset names, on tiny 16x16 grayscale record files built in-process."""
 
+import glob
 import hashlib
 import os
+import subprocess
 
-from libml import data, splits
+from libml import data, imagecache, splits
 from libml.utils import UserError
 
 import numpy as np
 import pytest
+from conftest import tmpfs
 
 SIDE = 16
 NCLASS = 10
@@ -386,6 +389,39 @@ def test_streamed_equals_cached_when_a_window_holds_the_epoch(tiny):
     np.testing.assert_array_equal(a_labels, b_labels)
 
 
+def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monkeypatch):
+    monkeypatch.setattr(imagecache, 'MIN_RECORDS', 1)
+    unlabel = data.split_paths('tiny.1@50', str(ml_data))[1]
+
+    def stream():
+        ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+        return take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)[0]
+
+    first = stream()  # decodes, writes the cache
+    assert digest(first) == GOLDEN['unlabelled', 93][0]
+    (cache,) = glob.glob(unlabel + '.*.pixels')
+    assert not [n for n in os.listdir(os.path.dirname(unlabel)) if n.endswith('.tmp')]
+    np.testing.assert_array_equal(stream(), first)  # read back
+    with open(cache, 'r+b') as f:  # a later start reads the cache: white pixels show through
+        f.seek(imagecache.HEADER)
+        f.write(b'\xff' * (os.path.getsize(cache) - imagecache.HEADER))
+    assert (stream() == 1).all()
+    os.utime(unlabel, ns=(1, 1))  # the record file changed: the stale cache is decoded again
+    np.testing.assert_array_equal(stream(), first)
+    assert glob.glob(unlabel + '.*.pixels') == [cache] and (stream() == first).all()
+
+
+def test_decoded_images_are_not_cached_in_a_read_only_folder(ml_data, monkeypatch):
+    monkeypatch.setattr(imagecache, 'MIN_RECORDS', 1)
+    with tmpfs(ml_data / 'SSL', 'size=4m') as ssl:
+        build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
+        subprocess.run(['mount', '-o', 'remount,ro', str(ssl)], check=True)
+        ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+        images, _ = take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)
+        assert digest(images) == GOLDEN['unlabelled', 93][0]
+        assert not [n for n in os.listdir(ssl) if not n.endswith(('.tfrecord', '.json'))]
+
+
 def shuffle(positions, key, count):
     """numpy of tf's index_shuffle (the permutation primitive) of `positions` < count under `key`."""
     import tensorflow as tf
@@ -447,6 +483,7 @@ def test_late_resume_of_a_streamed_file_reads_about_one_window(ml_data):
     path = data.train_path('tiny')
     ds = data.DataSet.from_records('tiny-10', path, data.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=20)
     start = 5 * 190 + 17  # 5 epochs and 17 images
+    take_images(ds.train_labelled(8, seed=2, start=start), 8)  # AutoGraph reads sources the first time only
     before = bytes_read()
     resumed, resumed_labels = take_images(ds.train_labelled(8, seed=2, start=start), 8)
     read = bytes_read() - before

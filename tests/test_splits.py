@@ -1,7 +1,6 @@
 """create_split, make_aug_copy, filter_dataset and inspect_dataset: pure logic in-process, the
 commands end to end on tiny record files (few subprocesses: each pays TensorFlow's import)."""
 
-import contextlib
 import json
 import os
 import pathlib
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tmpfs
 from test_data import NCLASS, build_dataset, image_for, index_of, take_images
 
 
@@ -221,7 +220,10 @@ def test_png_filter_rows_by_hand():
 
 
 def test_example_bytes_is_the_deterministic_serialization():
-    for png, label in [(b'\x89PNG', 3), (b'', 0), (b'x' * 300, -1), (b'abc', 1 << 40)]:
+    # sizes around the varint steps of the nested lengths (127/128, 16383/16384), twice each (cached heads)
+    sizes = [0, 4, 115, 116, 120, 124, 125, 127, 128, 300, 16370, 16372, 16380, 16384, 1 << 21]
+    cases = [(b'\x89PNG', 3), (b'abc', 1 << 40)] + [(b'x' * n, label) for n in sizes for label in (-1, 0, 300)]
+    for png, label in cases * 2:
         feature = {
             'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
             'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
@@ -279,6 +281,9 @@ def test_pixel_file_rejects_a_short_file_and_an_image_of_another_shape(ml_data, 
     data.write_records(
         path, [(data.encode_png(image_for(0)), 0), (data.encode_png(np.zeros((8, 8, 1), np.uint8)), 1)], overwrite=True
     )
+    with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
+        splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
+    data.write_records(path, [(data.encode_png(image_for(0)), 0), (b'GARBAGE!', 1)], overwrite=True)
     with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
         splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
 
@@ -472,19 +477,6 @@ def test_a_killed_make_aug_copy_leaves_temporary_files_that_the_next_run_removes
     run_cli(command[1:], ml_data)
     assert temp_files(ml_data) == [os.path.relpath(live, ml_data)]
     assert data.count_records(data.split_paths('tiny_aug60.1@50', str(ml_data))[1]) == 150 + 60 * 20
-
-
-@contextlib.contextmanager
-def tmpfs(path, options):
-    """A fresh tmpfs mounted at `path` with mount `options` (e.g. 'size=32k'); skips the test unless root."""
-    path.mkdir(parents=True, exist_ok=True)
-    mount = ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)]
-    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
-        pytest.skip('mounting a tmpfs needs root')
-    try:
-        yield path
-    finally:
-        subprocess.run(['umount', '-l', str(path)], capture_output=True)
 
 
 def test_full_disk_names_the_output(tmp_path):
