@@ -176,7 +176,12 @@ def conv_ceiling(function, matmul, rounds):
     """
     kernels = conv_kernels(function)
     calls = [kernel_call(key) for key in kernels] + [matmul[:2]]
-    times = time_rounds(calls, rounds)
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel('ERROR')  # one function per shape, traced once each: not the retracing TensorFlow warns of
+    try:
+        times = time_rounds(calls, rounds)
+    finally:
+        logger.setLevel(level)
     flops = sum(count * one for count, one in kernels.values())
     seconds = sum(count * t for (count, _), t in zip(kernels.values(), times))
     return {
