@@ -29,7 +29,12 @@ class Lock:
     """
 
     def __init__(self, run_dir):
-        os.makedirs(run_dir, exist_ok=True)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f'cannot create the run folder {run_dir} ({e.strerror}): pass a --train_dir you can write to'
+            ) from None
         self.path = os.path.join(run_dir, '.lock')
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

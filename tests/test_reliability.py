@@ -73,6 +73,16 @@ def test_a_second_trainer_of_the_same_run_dir_fails_fast(digits, tmp_path):
     assert not glob.glob(os.path.join(run_dir_of(args), 'tf', '*.index'))
 
 
+def test_a_train_dir_that_cannot_be_created_names_the_flag(digits, tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    args = [f'--dataset={DATASET}', f'--train_dir={blocker / "exp"}', '--train_kimg=1'] + TINY_TRAIN
+    proc = run_cli(['realmix.py'] + args, ml_data=digits, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(r'error: cannot create the run folder .*a_file/exp/.*--train_dir', lines[0])
+
+
 def test_eval_ckpt_equals_the_accuracy_training_reported(trained, digits, tmp_path):
     _, run_dir, _ = trained
     reported = dict(events.read_scalars(os.path.join(run_dir, 'tf'), 'accuracy_test'))[2048]
