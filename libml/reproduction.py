@@ -41,8 +41,10 @@ class Runner:
     """Builds the data of each cell and trains it.
 
     Finished cells are recorded in `<out_dir>/cells.json` (accuracy curve, CPU time, command), keyed
-    by their run folder under the train dir: a cell found there is not trained again, even when the
-    run folder itself is gone (a table built over several sessions or machines).
+    by their run folder under the train dir: a cell found there with a curve that ends at the cell's
+    length is not trained again, even when the run folder itself is gone (a table built over several
+    sessions or machines). A run folder does not name its length (a run can be extended), so a
+    recorded cell of another length is trained again: resumed to the new length where its folder is.
     """
 
     def __init__(self, train_dir, out_dir, quick=False, train_kimg=0):
@@ -67,7 +69,7 @@ class Runner:
         """Trains `cell` for `seed` unless it is recorded as finished; returns the cell's result dict."""
         flags = [f'--dataset={cell.dataset}', f'--train_dir={self.train_dir}', f'--seed={seed}', *cell.schedule]
         key = os.path.relpath(workflow.run_dir_of(cell.method, flags), self.train_dir)
-        if key not in self.done:
+        if not finished(self.done.get(key), cell.kimg):
             print(f'\n== {cell.method} on {cell.dataset}, seed {seed} ==', flush=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = workflow.train(cell.method, flags, self.log)
@@ -86,6 +88,11 @@ class Runner:
             print(f'   test accuracy {result["accuracy"]:.1f}% ({spent / 60:.1f} min of CPU)', flush=True)
         record = self.done[key]
         return dict(record, cell=cell, seed=seed, change=plateau(record['curve']))
+
+
+def finished(record, kimg):
+    """Whether a cells.json `record` (or None) is a finished run of `kimg` kimg: its curve ends there."""
+    return bool(record and record['curve']) and record['curve'][-1][0] == kimg * 1024
 
 
 def plateau(curve):

@@ -1,11 +1,14 @@
 """The demo and the reproduction tables at tiny size: every step runs and the tables are written."""
 
 import csv
+import json
 import os
 import re
 
+from libml import reproduction
+
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 def test_demo_quick_prints_the_table(digits, tmp_path):
@@ -43,3 +46,16 @@ def test_demo_reaches_its_published_accuracy(digits, tmp_path):
     accuracy = {m: float(a) for m, a in re.findall(r'^\| (RealMix|Supervised) \| 50 \| ([\d.]+) \|', out, re.M)}
     assert accuracy['RealMix'] >= 90, out
     assert accuracy['RealMix'] >= accuracy['Supervised'] + 5, out
+
+
+def test_a_recorded_cell_counts_as_finished_only_at_its_own_length():
+    record = {'curve': [[2048, 10.0], [4096, 20.0], [65536, 90.0]]}
+    assert reproduction.finished(record, 64)
+    assert not reproduction.finished(record, 128)  # a longer schedule: trained again (resumed where it can be)
+    assert not reproduction.finished(None, 64) and not reproduction.finished({'curve': []}, 64)
+    # Table c's committed cells: every one finished at its schedule (64 kimg, the baseline twice that).
+    with open(os.path.join(ROOT, 'results', 'digits', 'cells.json')) as f:
+        cells = json.load(f)
+    assert len(cells) == 30
+    for key, record in cells.items():
+        assert reproduction.finished(record, 128 if '/FSBaseline_' in key else 64), key
