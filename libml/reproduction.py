@@ -197,7 +197,7 @@ def plot_curves(results, path, title):
             ax.fill_between(kimg, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1), alpha=0.15)
     ax.set(xlabel='kimg (thousands of labelled images)', ylabel='test accuracy (%)', title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc='lower right')  # curves rise to the top left and right
     _save(fig, path)
 
 
