@@ -268,6 +268,17 @@ def size_message(path, shape, actual):
     return ''.join(parts) if isinstance(actual, str) else tf.strings.join(parts)
 
 
+def decode_fitted(png, shape, otherwise=None):
+    """(uint8 [H, W, C] of `shape`, int32 [2] the decoded image's height and width) of PNG bytes, in a graph.
+
+    An image of another size gives `otherwise(size)` (default: zeros of `shape`), built only then.
+    """
+    image = tf.io.decode_png(png, channels=shape[2])
+    size = tf.shape(image)[:2]
+    other = (lambda: otherwise(size)) if otherwise else (lambda: tf.zeros(shape, tf.uint8))
+    return tf.cond(tf.reduce_all(size == shape[:2]), lambda: tf.reshape(image, shape), other), size
+
+
 def checked_decode(png, shape, path):
     """PNG bytes -> uint8 [H, W, C] of `shape`, in a graph.
 
@@ -275,16 +286,14 @@ def checked_decode(png, shape, path):
     whose message starts with `path` (see `DataSet.pipeline_errors`); the message of the second
     is built only then.
     """
-    with tf.control_dependencies([tf.debugging.Assert(_is_image(png), [no_image_message(path)])]):
-        image = tf.io.decode_png(png, channels=shape[2])
-    size = tf.shape(image)[:2]
 
-    def fail():
+    def fail(size):
         actual = tf.strings.reduce_join(tf.strings.as_string(size), separator='x')
         with tf.control_dependencies([tf.debugging.Assert(False, [size_message(path, shape, actual)])]):
             return tf.zeros(shape, tf.uint8)
 
-    return tf.cond(tf.reduce_all(size == shape[:2]), lambda: tf.reshape(image, shape), fail)
+    with tf.control_dependencies([tf.debugging.Assert(_is_image(png), [no_image_message(path)])]):
+        return decode_fitted(png, shape, fail)[0]
 
 
 def record_decoder(path, shape):
@@ -307,16 +316,11 @@ def image_batches(serialized, shape, batch):
     """
     spec = {'image': tf.io.FixedLenFeature([], tf.string), 'label': tf.io.FixedLenFeature([], tf.int64)}
 
-    def decode(png):
-        image = tf.io.decode_png(png, channels=shape[2])
-        size = tf.shape(image)[:2]
-        fits = tf.reduce_all(size == shape[:2])
-        return tf.cond(fits, lambda: tf.reshape(image, shape), lambda: tf.zeros(shape, tf.uint8)), size
-
     def decode_batch(raw):
         record = tf.io.parse_example(raw, spec)
         known = _is_image(record['image'])
         pngs = tf.where(known, record['image'], _PLACEHOLDER)
+        decode = lambda png: decode_fitted(png, shape)
         images, sizes = tf.map_fn(decode, pngs, fn_output_signature=(tf.uint8, tf.int32), parallel_iterations=32)
         return images, record['label'], tf.where(known[:, None], sizes, -1)
 

@@ -147,13 +147,14 @@ def decode_into_memory(part, shape):
     with tf.device('/cpu:0'):  # filled in place: one copy of the images, no 2 GiB graph limit
         images = hold(tf.raw_ops.Empty(shape=[len(part), *shape], dtype=tf.uint8))
     big = len(part) >= imagecache.MIN_RECORDS
-    cache = imagecache.cache_path(part.path, part.records, shape)
-    head = imagecache.header(part.path, len(part), shape)
-    chunks = imagecache.read(cache, head, len(part), shape) if big else None
-    writer = None
+    chunks, writer = None, None
+    if big:
+        cache = imagecache.cache_path(part.path, part.records, shape)
+        head = imagecache.header(part.path, len(part), shape)
+        chunks = imagecache.read(cache, head, len(part), shape)
+        writer = imagecache.Writer(cache, head) if chunks is None else None
     if chunks is None:
         chunks = decoded(part, shape)
-        writer = imagecache.Writer(cache, head) if big else None
     done = 0
     name = os.path.basename(part.path)
     try:
