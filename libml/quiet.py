@@ -21,12 +21,20 @@ def quiet_tensorflow():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
+    missing = None
     try:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
         tf.get_logger().setLevel('WARNING')  # e.g. the checkpoint saver's per-save INFO line
+    except ModuleNotFoundError as e:
+        missing = e.name
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    if missing:  # e.g. ./realmix.py run by the system's python3, outside the project's virtual environment
+        sys.exit(
+            f'error: {missing} is not installed for {sys.executable}: run `make venv` and `. .venv/bin/activate` '
+            '(or `pip install -r requirements.txt`)'
+        )

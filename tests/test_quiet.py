@@ -27,3 +27,13 @@ def test_onednn_is_on_unless_the_environment_turns_it_off(setting, expected):
     proc = subprocess.run([sys.executable, '-c', _PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_python_without_tensorflow_gets_one_line_naming_the_fix():
+    # -S: no site-packages (a system python3 running ./realmix.py outside the virtual environment).
+    proc = subprocess.run([sys.executable, '-S', 'realmix.py', '--help'], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f'error: tensorflow is not installed for {sys.executable}: run `make venv` and `. .venv/bin/activate` '
+        '(or `pip install -r requirements.txt`)'
+    ]
