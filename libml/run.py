@@ -32,10 +32,18 @@ def train(config, algorithm, strategy=None):
     trainer = make_trainer(config, algorithm, strategy)
     lock = rundir.Lock(run_dir) if trainer.chief else None
     try:
+        saved = rundir.read_args(run_dir) if trainer.chief else {}
         if trainer.chief:
             os.makedirs(rundir.ckpt_dir(run_dir), exist_ok=True)
             rundir.write_args(run_dir, config)
         start = rundir.resume(trainer, run_dir)
+        if start and saved.get('train_kimg', config.train_kimg) != config.train_kimg:
+            print(
+                f'warning: {run_dir} was trained for --train_kimg={saved["train_kimg"]}, now {config.train_kimg}: '
+                'length-dependent schedules (learning-rate decay, warm-up ramps, TSA) change from here; '
+                'delete the folder to train the new length from the start',
+                flush=True,
+            )
         if not start and config.load_checkpoint:
             rundir.fine_tune(trainer, config.load_checkpoint)
         start = distribute.common_start(trainer.strategy, trainer.images_seen, config.train_dir)

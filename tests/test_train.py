@@ -98,6 +98,20 @@ def test_resume_after_sigkill_continues_step_optimizer_and_data(digits, tmp_path
     assert reader.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE') == 3072 // 16
 
 
+def test_extending_a_run_warns_that_length_dependent_schedules_change(trained, digits, tmp_path):
+    train_dir, run_dir, _ = trained
+    copy = tmp_path / 'exp'
+    shutil.copytree(train_dir, copy)
+    out = run_cli(
+        ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={copy}', '--train_kimg=3'] + TINY_TRAIN,
+        ml_data=digits,
+    ).stdout
+    assert re.search(r'Resuming from .*model\.ckpt-0000002048', out), out
+    [warning] = [line for line in out.splitlines() if line.startswith('warning:')]
+    assert 'was trained for --train_kimg=2, now 3' in warning and 'TSA' in warning, warning
+    assert os.path.exists(os.path.join(copy, os.path.relpath(run_dir, train_dir), 'tf', 'model.ckpt-0000003072.index'))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained, digits, tmp_path):
     train_dir = tmp_path / 'exp'
     common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={train_dir}'] + TINY_TRAIN

@@ -8,7 +8,7 @@ import re
 from libml import reproduction
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_user_error, run_cli
 
 
 def test_demo_quick_prints_the_table(digits, tmp_path):
@@ -37,6 +37,31 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
     assert log.count('$ python realmix.py') == 2  # MixMatch and RealMix
     again = run_cli(['scripts/reproduce.py', '--quick', '--tables=b', f'--train_dir={tmp_path}'], ml_data=digits).stdout
     assert '$ python' not in again and '| RealMix | 18 | 100% |' in again  # every cell read from cells.json
+    # --methods trains only those rows; the table still shows the other finished ones.
+    only = run_cli(
+        ['scripts/reproduce.py', '--quick', '--tables=b', '--methods=MixMatch', f'--train_dir={tmp_path}'],
+        ml_data=digits,
+    ).stdout
+    assert '$ python' not in only and '| Supervised | 18 | any |' in only and '| RealMix | 18 | 100% |' in only
+    bad = run_cli(
+        ['scripts/reproduce.py', '--quick', '--tables=b', '--methods=MixMatch,Ladder', f'--train_dir={tmp_path}'],
+        ml_data=digits,
+        check=False,
+    )
+    assert_user_error(bad, '--methods', 'Ladder', 'FixMatch')
+
+
+def test_runners_sharing_an_out_dir_keep_each_others_cells(tmp_path):
+    first, second = reproduction.Runner(tmp_path, tmp_path), reproduction.Runner(tmp_path, tmp_path)
+    first._record('a/run', {'curve': [[1024, 50.0]]})
+    second._record('b/run', {'curve': [[1024, 60.0]]})  # started before `first` wrote: must not drop a/run
+    with open(tmp_path / 'cells.json') as f:
+        assert sorted(json.load(f)) == ['a/run', 'b/run']
+    cell = reproduction.Cell('MixMatch', (), 'digits.1@50-250', 1, ('--train_kimg=1',))
+    assert second.recorded(cell, 1) is None  # not in cells.json
+    key, _ = first._key(cell, 1)
+    first._record(key, dict(accuracy=55.0, curve=[[1024, 55.0]], cpu_s=1.0))
+    assert second.recorded(cell, 1)['accuracy'] == 55.0  # finished by another runner
 
 
 @pytest.mark.slow
