@@ -220,12 +220,19 @@ LOOP = (
         False,
         'float16 compute with loss scaling on GPU; bfloat16 on CPUs that have it, '
         'else float32. Variables stay float32.',
+        in_name=True,
     ),
 )
 
 # Settings added after runs were first named: they join the run-dir name only when they differ from
 # these defaults, so runs trained before them keep their folders (and resume).
-NAME_ONLY_WHEN_CHANGED = {'uratio': 1, 'optimizer': 'adam', 'lr_decay': 'constant', 'wd_mode': 'decoupled'}
+NAME_ONLY_WHEN_CHANGED = {
+    'uratio': 1,
+    'optimizer': 'adam',
+    'lr_decay': 'constant',
+    'wd_mode': 'decoupled',
+    'mixed_precision': False,  # a float32 run is never resumed in bfloat16/float16, nor the reverse
+}
 
 
 class Config:

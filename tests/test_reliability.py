@@ -50,6 +50,13 @@ def test_every_numeric_setting_is_range_checked(setting, value, words):
         config.build(realmix.RealMix, **{setting: value})
 
 
+def test_mixed_precision_runs_get_their_own_folder_and_float32_runs_keep_theirs():
+    plain = os.path.basename(run_dir_of([f'--dataset={DATASET}']))
+    mixed = os.path.basename(run_dir_of([f'--dataset={DATASET}', '--mixed_precision']))
+    assert 'mixed_precision' not in plain  # folders named before the setting joined the name still resume
+    assert mixed == plain.replace('_nu2_', '_mixed_precisionTrue_nu2_'), (plain, mixed)
+
+
 def test_a_bad_flag_is_one_line_before_anything_is_written(digits, tmp_path):
     proc = run_cli(
         ['realmix.py', f'--dataset={DATASET}', f'--train_dir={tmp_path / "exp"}', '--ema=1.5'],
