@@ -23,6 +23,14 @@ class VAT(algorithm.Algorithm):
     views = ('weak',)
     loss_names = ('xe', 'vat', 'entmin')
 
+    @classmethod
+    def check(cls, config):
+        algorithm.require(
+            not config.mixed_precision,
+            '--mixed_precision: VAT moves its inputs by 1e-6 to find the adversarial direction, below '
+            "bfloat16's and float16's resolution (the direction would be noise): train VAT in float32",
+        )
+
     def loss(self, step, labelled, unlabelled):
         loss_xe = algorithm.labelled_loss(step, labelled, self.nclass)
         u = unlabelled[0][:, 0]

@@ -108,6 +108,13 @@ def test_tiny_run_has_a_line_per_algorithm(tmp_path):
     assert again.returncode == 1 and 'already exists' in again.stderr and 'Traceback' not in again.stderr
 
 
+def test_mixed_precision_skips_vat_with_its_reason():
+    args = ['scripts/benchmark.py', '--quick', '--algorithms=vat,pi_model', '--mixed_precision', '--nopipeline']
+    out = run_cli(args).stdout
+    assert re.search(r'^vat +skipped: --mixed_precision: VAT moves its inputs by 1e-6', out, re.M), out
+    assert re.search(r'^pi_model +off +\d+ ', out, re.M), out
+
+
 def test_bad_options_are_one_line_errors():
     for values, words in (
         ({'channels': 2}, '--channels=2'),

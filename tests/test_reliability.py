@@ -57,6 +57,14 @@ def test_mixed_precision_runs_get_their_own_folder_and_float32_runs_keep_theirs(
     assert mixed == plain.replace('_nu2_', '_mixed_precisionTrue_nu2_'), (plain, mixed)
 
 
+def test_vat_refuses_mixed_precision():
+    import vat
+
+    with pytest.raises(UserError, match=re.escape('--mixed_precision: VAT moves its inputs by 1e-6')):
+        config.build(vat.VAT, mixed_precision=True)
+    assert not config.build(vat.VAT).mixed_precision
+
+
 def test_a_bad_flag_is_one_line_before_anything_is_written(digits, tmp_path):
     proc = run_cli(
         ['realmix.py', f'--dataset={DATASET}', f'--train_dir={tmp_path / "exp"}', '--ema=1.5'],
