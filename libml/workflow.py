@@ -107,7 +107,7 @@ def algorithm_of(method):
 def run_dir_of(method, flags):
     """The run folder `METHODS[method]` trains into with `flags`, computed from the command line."""
     algorithm = algorithm_of(method)
-    return config.run_dir(cli.parse(algorithm, list(flags) + METHODS[method][3]), algorithm)
+    return config.run_dir(cli.parse(algorithm, METHODS[method][3] + list(flags)), algorithm)
 
 
 def train(method, flags, log=None, quiet=True):
@@ -118,7 +118,7 @@ def train(method, flags, log=None, quiet=True):
     first to last event, so it stays right for resumed runs), command).
     """
     script, _, _, extra = METHODS[method]
-    args = [script] + list(flags) + extra
+    args = [script] + extra + list(flags)  # a cell's own flags override the method's
     settings = cli.parse(algorithm_of(method), args[1:])
     run_dir = config.run_dir(settings, algorithm_of(method))
     start = time.time()

@@ -84,3 +84,18 @@ def test_a_recorded_cell_counts_as_finished_only_at_its_own_length():
     assert len(cells) == 30
     for key, record in cells.items():
         assert reproduction.finished(record, 128 if '/FSBaseline_' in key else 64), key
+
+
+def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_path):
+    runner = reproduction.Runner(tmp_path, tmp_path)
+    cells = {
+        m: reproduction.fashion_cell(runner, m, (), 'fashion_mnist.1@250-500')
+        for m in ('MixMatch', 'RealMix', 'FixMatch', 'VAT', 'Supervised')
+    }
+    folder = {m: os.path.basename(runner._key(c, 1)[0]) for m, c in cells.items()}
+    # The cell's --w_match=25 wins over the methods' 75; --mixed_precision names the folder; VAT stays float32.
+    assert '_w_match25.0_' in folder['MixMatch'] and '_tsanone_' in folder['MixMatch'], folder
+    assert '_w_match25.0_' in folder['RealMix'] and '_tsalinear_schedule_' in folder['RealMix'], folder
+    assert all('_mixed_precisionTrue_' in folder[m] for m in ('MixMatch', 'RealMix', 'FixMatch', 'Supervised'))
+    assert '_mixed_precision' not in folder['VAT']
+    assert (cells['FixMatch'].kimg, cells['MixMatch'].kimg, cells['Supervised'].kimg) == (64, 192, 384)
