@@ -104,10 +104,16 @@ def algorithm_of(method):
     return getattr(importlib.import_module(module), name)
 
 
+def with_defaults(defaults, flags):
+    """`defaults` but those `flags` sets again, then `flags` (a table cell's --w_match over its method's)."""
+    names = {flag.split('=')[0] for flag in flags}
+    return [flag for flag in defaults if flag.split('=')[0] not in names] + list(flags)
+
+
 def run_dir_of(method, flags):
     """The run folder `METHODS[method]` trains into with `flags`, computed from the command line."""
     algorithm = algorithm_of(method)
-    return config.run_dir(cli.parse(algorithm, METHODS[method][3] + list(flags)), algorithm)
+    return config.run_dir(cli.parse(algorithm, with_defaults(METHODS[method][3], flags)), algorithm)
 
 
 def train(method, flags, log=None, quiet=True):
@@ -118,7 +124,7 @@ def train(method, flags, log=None, quiet=True):
     first to last event, so it stays right for resumed runs), command).
     """
     script, _, _, extra = METHODS[method]
-    args = [script] + extra + list(flags)  # a cell's own flags override the method's
+    args = [script] + with_defaults(extra, flags)
     settings = cli.parse(algorithm_of(method), args[1:])
     run_dir = config.run_dir(settings, algorithm_of(method))
     start = time.time()

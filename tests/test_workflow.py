@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from libml import reproduction
+from libml import reproduction, workflow
 
 import pytest
 from conftest import ROOT, assert_user_error, run_cli
@@ -99,3 +99,8 @@ def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_
     assert all('_mixed_precisionTrue_' in folder[m] for m in ('MixMatch', 'RealMix', 'FixMatch', 'Supervised'))
     assert '_mixed_precision' not in folder['VAT']
     assert (cells['FixMatch'].kimg, cells['MixMatch'].kimg, cells['Supervised'].kimg) == (64, 192, 384)
+
+
+def test_a_cells_flag_replaces_the_methods_default_in_the_command():
+    merged = workflow.with_defaults(['--warmup_kimg=32', '--w_match=75'], ['--seed=2', '--w_match=25'])
+    assert merged == ['--warmup_kimg=32', '--seed=2', '--w_match=25']
