@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import resource
+import textwrap
 
 from libml import workflow
 from libml.utils import atomic_output, data_dir
@@ -230,7 +231,8 @@ def plot_curves(results, path, title):
         ax.plot(kimg, acc.mean(0), label=label)
         if len(group) > 1:
             ax.fill_between(kimg, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1), alpha=0.15)
-    ax.set(xlabel='kimg (thousands of labelled images)', ylabel='test accuracy (%)', title=title)
+    ax.set(xlabel='kimg (thousands of labelled images)', ylabel='test accuracy (%)')
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)  # long titles wrap instead of running off the figure
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc='lower right')  # curves rise to the top left and right
     _save(fig, path)
@@ -247,11 +249,15 @@ def plot_against(results, column, path, title):
         methods.setdefault(cell.method, []).append((x, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
     for method, points in methods.items():
         if len(points) == 1 and points[0][0] == 'any':  # a baseline that does not depend on the column
-            ax.axhline(points[0][1], linestyle='--', color='grey', label=f'{method} (labelled only)')
+            _, mean, std = points[0]
+            ax.axhline(mean, linestyle='--', color='grey', label=f'{method} (labelled only)')
+            if std:
+                ax.axhspan(mean - std, mean + std, color='grey', alpha=0.15)  # ± std over seeds
             continue
         xs = [float(str(p[0]).rstrip('%')) for p in points]
         ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker='o', capsize=4, label=method)
-    ax.set(xlabel=f'{column} (%)', ylabel='test accuracy (%)', title=title)
+    ax.set(xlabel=f'{column} (%)', ylabel='test accuracy (%)')
+    ax.set_title(textwrap.fill(title, 60), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
