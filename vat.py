@@ -22,14 +22,10 @@ class VAT(algorithm.Algorithm):
     )
     views = ('weak',)
     loss_names = ('xe', 'vat', 'entmin')
-
-    @classmethod
-    def check(cls, config):
-        algorithm.require(
-            not config.mixed_precision,
-            '--mixed_precision: VAT moves its inputs by 1e-6 to find the adversarial direction, below '
-            "bfloat16's and float16's resolution (the direction would be noise): train VAT in float32",
-        )
+    float32_only = (
+        "VAT moves its inputs by 1e-6 to find the adversarial direction, below bfloat16's and "
+        "float16's resolution (the direction would be noise): train VAT in float32"
+    )
 
     def loss(self, step, labelled, unlabelled):
         loss_xe = algorithm.labelled_loss(step, labelled, self.nclass)

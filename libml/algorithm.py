@@ -37,6 +37,7 @@ class Algorithm:
     views: the unlabelled views the step takes of each unlabelled image, by kind ('weak' = the
     dataset's --augment, 'strong' = --augment then RandAugment and Cutout); () = labelled data only.
     loss_names: step statistics written under `losses/` (the others go under `monitors/`).
+    float32_only: why the algorithm refuses --mixed_precision, or None when it computes in any precision.
     """
 
     name = 'Algorithm'
@@ -44,6 +45,7 @@ class Algorithm:
     loop_defaults = {}
     views = ()
     loss_names = ('xe',)
+    float32_only = None
 
     def __init__(self, config, nclass):
         self.config = config

@@ -310,6 +310,8 @@ def build(algorithm, **values):
     for setting in algorithm.settings:
         setting.check(own[setting.name])
     config = Config(loop, Config(own))
+    if config.mixed_precision and algorithm.float32_only:
+        raise UserError(f'--mixed_precision: {algorithm.float32_only}')
     algorithm.check(config)
     return config
 

@@ -49,6 +49,27 @@ def training_seconds(folder):
     return total
 
 
+def training_cpu_seconds(folder, tag='monitors/process_cpu_s'):
+    """CPU seconds a run's processes spent up to their last reports: each session's last `tag`, summed.
+
+    A session (events file) that reported nothing adds 0; None when one reported without `tag`
+    (written before the tag existed: its CPU time is unknown).
+    """
+    total = 0.0
+    for path in glob.glob(os.path.join(folder, 'events*')):
+        last, reported = None, False
+        for event in _events(path):
+            for value in event.summary.value:
+                reported |= value.tag == 'accuracy_test'
+                if value.tag == tag:
+                    last = value
+        if last is not None:
+            total += float(tf.make_ndarray(last.tensor)) if last.HasField('tensor') else last.simple_value
+        elif reported:
+            return None
+    return total
+
+
 def median_of_last(values, counts=(1, 10, 20, 50)):
     """{'last01': median of the last value, 'last10': ..., ...} for a list of floats."""
     return {f'last{n:02d}': float(np.median(values[-n:])) for n in counts if values}

@@ -106,7 +106,10 @@ class Runner:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = workflow.train(cell.method, flags, self.log)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            # Every session's CPU time from the events; this call's alone for runs that predate that.
+            spent = result['cpu_s']
+            if spent is None:
+                spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             self._record(
                 key,
                 dict(
@@ -301,11 +304,13 @@ def fashion_cell(runner, method, keys, dataset):
 
     FixMatch's step trains on 1 + 2 x 7 images per labelled image where MixMatch's trains on 3, so
     its 64 kimg cost 1.7x MixMatch's 192 and show it 2.3x as many unlabelled images. MixMatch and
-    RealMix weigh their unlabelled loss by FASHION_W_MATCH. Every cell but
-    VAT's computes in bfloat16 (--mixed_precision; float32 variables): 1.7x the float32 step of
-    this model on an AMX CPU. VAT's 1e-6 perturbation is below bfloat16's resolution: float32.
+    RealMix weigh their unlabelled loss by FASHION_W_MATCH. Every cell computes in bfloat16
+    (--mixed_precision; float32 variables; 1.7x the float32 step of this model on an AMX CPU)
+    but those of algorithms that declare `float32_only` (VAT: its 1e-6 step is below bfloat16's
+    resolution).
     """
-    schedule = FASHION_SCHEDULE + ([] if method == 'VAT' else ['--mixed_precision'])
+    float32_only = workflow.algorithm_of(method).float32_only
+    schedule = FASHION_SCHEDULE + ([] if float32_only else ['--mixed_precision'])
     if method in ('MixMatch', 'RealMix'):
         schedule += [f'--w_match={FASHION_W_MATCH}']
     if method == 'FixMatch':

@@ -14,7 +14,7 @@ import sys
 import time
 
 from libml import cli, config, rundir
-from libml.events import median_of_last, read_scalars, training_seconds
+from libml.events import median_of_last, read_scalars, training_cpu_seconds, training_seconds
 from libml.utils import UserError, data_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,8 @@ def train(method, flags, log=None, quiet=True):
 
     Returns dict(run_dir, accuracy (median test accuracy of the last 10 reports), last01,
     curve [(images, accuracy)], wall_s (this call), train_s (from the events: each session's
-    first to last event, so it stays right for resumed runs), command).
+    first to last event, so it stays right for resumed runs), cpu_s (from the events, summed over
+    sessions likewise; None for runs with sessions that did not record it), command).
     """
     script, _, _, extra = METHODS[method]
     args = [script] + with_defaults(extra, flags)
@@ -143,6 +144,7 @@ def train(method, flags, log=None, quiet=True):
         curve=curve,
         wall_s=time.time() - start,
         train_s=training_seconds(rundir.ckpt_dir(run_dir)),
+        cpu_s=training_cpu_seconds(rundir.ckpt_dir(run_dir)),
         command='python ' + command_line(args),
     )
 

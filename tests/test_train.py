@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,7 @@ def test_realmix_trains_writes_every_tag_and_extracts_accuracy(trained):
         'monitors/wmatch',
         'monitors/tsa_threshold',
         'monitors/img_per_sec',
+        'monitors/process_cpu_s',
     ]
     for tag in tags:
         assert [s for s, _ in scalars(run_dir, tag)] == [1024, 2048], tag
@@ -102,14 +104,25 @@ def test_extending_a_run_warns_that_length_dependent_schedules_change(trained, d
     train_dir, run_dir, _ = trained
     copy = tmp_path / 'exp'
     shutil.copytree(train_dir, copy)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run_cli(
         ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={copy}', '--train_kimg=3'] + TINY_TRAIN,
         ml_data=digits,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert re.search(r'Resuming from .*model\.ckpt-0000002048', out), out
     [warning] = [line for line in out.splitlines() if line.startswith('warning:')]
     assert 'was trained for --train_kimg=2, now 3' in warning and 'TSA' in warning, warning
-    assert os.path.exists(os.path.join(copy, os.path.relpath(run_dir, train_dir), 'tf', 'model.ckpt-0000003072.index'))
+    extended = os.path.join(copy, os.path.relpath(run_dir, train_dir), 'tf')
+    assert os.path.exists(os.path.join(extended, 'model.ckpt-0000003072.index'))
+
+    # CPU time sums the sessions: the first's, plus what the OS measured for the second process.
+    from libml.events import training_cpu_seconds
+
+    first = training_cpu_seconds(os.path.join(run_dir, 'tf'))
+    second = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert first > 0
+    assert 0.5 * second < training_cpu_seconds(extended) - first <= second
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained, digits, tmp_path):
