@@ -64,6 +64,11 @@ def chosen_methods(text):
     return set(methods)
 
 
+def finished_cells(runner, plan):
+    """The results of the (cell, seed) pairs of `plan` that cells.json holds finished."""
+    return [r for r in (runner.recorded(cell, seed) for cell, seed in plan) if r]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -79,13 +84,14 @@ def main(argv):
     methods = chosen_methods(FLAGS.methods)
     runner = reproduction.Runner(FLAGS.train_dir, out_dir, FLAGS.quick, FLAGS.train_kimg)
     for name in tables:
-        table, results = reproduction.TABLES[name], []
-        for seed in seeds:
-            for cell in table.cells(runner, seed):
-                result = runner.run(cell, seed) if cell.method in methods else runner.recorded(cell, seed)
-                if result:
-                    results.append(result)
-                    reproduction.write_table(table, results, out_dir, quiet=True)  # a table so far after every cell
+        table = reproduction.TABLES[name]
+        plan = [(cell, seed) for seed in seeds for cell in table.cells(runner, seed)]
+        for cell, seed in plan:
+            if cell.method in methods and not runner.recorded(cell, seed):
+                runner.run(cell, seed)
+                # The table so far: every finished cell, whichever runner trained it, of every seed.
+                reproduction.write_table(table, finished_cells(runner, plan), out_dir, quiet=True)
+        results = finished_cells(runner, plan)
         if results:
             reproduction.write_table(table, results, out_dir)
         else:
