@@ -49,7 +49,10 @@ def training_seconds(folder):
     return total
 
 
-def training_cpu_seconds(folder, tag='monitors/process_cpu_s'):
+CPU_TAG = 'monitors/process_cpu_s'  # CPU seconds (user + system, every thread) of a session's process so far
+
+
+def training_cpu_seconds(folder, tag=CPU_TAG):
     """CPU seconds a run's processes spent up to their last reports: each session's last `tag`, summed.
 
     A session (events file) that reported nothing adds 0; None when one reported without `tag`

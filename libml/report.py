@@ -18,7 +18,7 @@ import os
 import time
 
 from libml import config as config_lib
-from libml import evaluation, metrics, pictures, rundir
+from libml import evaluation, events, metrics, pictures, rundir
 
 import numpy as np
 import tensorflow as tf
@@ -34,9 +34,6 @@ MEDIANS = {'accuracy_test': 'summary/accuracy_test_median10', 'accuracy_valid': 
 CONFUSION_TAG = 'confusion_matrix/test'
 CONFUSION_COUNTS_TAG = 'confusion_matrix/test_counts'
 PICTURES_PREFIX = 'pictures/'
-
-
-CPU_TAG = 'monitors/process_cpu_s'  # CPU seconds (user + system, every thread) of this session's process so far
 
 
 def scalars(results, stats, loss_names, class_names, rate):
@@ -145,7 +142,7 @@ class Reporter:
         results = evaluation.evaluate(self.predictor, trainer.ema_model, trainer.dataset, trainer.config.eval_batch)
         loss_names = trainer.algorithm.loss_names
         tags = scalars(results, stats, loss_names, trainer.dataset.class_names, rate)
-        tags[CPU_TAG] = time.process_time()
+        tags[events.CPU_TAG] = time.process_time()
         for tag, median_tag in MEDIANS.items():
             if tag in tags:
                 self.history[tag][images] = tags[tag]
