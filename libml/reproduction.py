@@ -223,22 +223,40 @@ def _pyplot():
 
 
 def plot_curves(results, path, title):
-    """Test accuracy vs kimg, one line per row (mean over seeds), shaded ± std."""
+    """Test accuracy vs kimg, one line per row (mean over seeds, shaded ± std).
+
+    Two panels: the whole run, and the second half of the shortest row with the accuracy axis zoomed.
+    Rows past the tenth repeat the colours with a dashed line, so no two rows look alike.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for cell, group in rows(results):
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(12, 5.5))
+    colours = plt.get_cmap('tab10').colors
+    curves = []
+    for i, (cell, group) in enumerate(rows(results)):
         length = min(len(r['curve']) for r in group)
         kimg = np.array([s for s, _ in group[0]['curve'][:length]]) / 1024
         acc = np.array([[v for _, v in r['curve'][:length]] for r in group])
         label = ' '.join([cell.method] + [str(v) for _, v in cell.keys])
-        ax.plot(kimg, acc.mean(0), label=label)
-        if len(group) > 1:
-            ax.fill_between(kimg, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1), alpha=0.15)
-    ax.set(xlabel='kimg (thousands of labelled images)', ylabel='test accuracy (%)')
-    ax.set_title(textwrap.fill(title, 70), fontsize=10)  # long titles wrap instead of running off the figure
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc='lower right')  # curves rise to the top left and right
-    _save(fig, path)
+        style = dict(color=colours[i % 10], linestyle=('-', '--', ':')[i // 10 % 3])
+        for ax in (whole, zoom):
+            ax.plot(kimg, acc.mean(0), label=label if ax is whole else None, **style)
+            if len(group) > 1:
+                std = acc.std(0, ddof=1)
+                ax.fill_between(kimg, acc.mean(0) - std, acc.mean(0) + std, color=style['color'], alpha=0.12)
+        curves.append((kimg, acc.mean(0)))
+    start = min(k[-1] for k, _ in curves) / 2  # the second half of the shortest row
+    late = np.concatenate([a[k >= start] for k, a in curves])
+    zoom.set_xlim(start, max(k[-1] for k, _ in curves) * 1.02)
+    zoom.set_ylim(np.floor(late.min()) - 1, np.ceil(late.max()) + 1)
+    whole.set_title('whole run', fontsize=9)
+    zoom.set_title(f'from {start:g} kimg, accuracy axis zoomed', fontsize=9)
+    for ax in (whole, zoom):
+        ax.set(xlabel='kimg (thousands of labelled images)', ylabel='test accuracy (%)')
+        ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=10)
+    fig.legend(loc='lower center', ncol=min(4, len(curves)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 * (len(curves) // 4 + 1), 1, 1))  # room below for the legend
+    _save(fig, path, tight=False)
 
 
 def plot_against(results, column, path, title):
@@ -266,8 +284,9 @@ def plot_against(results, column, path, title):
     _save(fig, path)
 
 
-def _save(fig, path):
-    fig.tight_layout()
+def _save(fig, path, tight=True):
+    if tight:
+        fig.tight_layout()
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, format='png', dpi=110)
     _pyplot().close(fig)
