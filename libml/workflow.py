@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from libml import cli, config, rundir
+from libml import checkpoints, cli, config, rundir
 from libml.events import median_of_last, read_scalars, training_cpu_seconds, training_seconds
 from libml.utils import UserError, data_dir
 
@@ -129,6 +129,7 @@ def train(method, flags, log=None, quiet=True):
     settings = cli.parse(algorithm_of(method), args[1:])
     run_dir = config.run_dir(settings, algorithm_of(method))
     start = time.time()
+    _refuse_another_length(run_dir, settings.train_kimg)
     if _finished(run_dir, settings.total_images):
         print(f'(already trained: {run_dir})', flush=True)
     else:
@@ -147,6 +148,20 @@ def train(method, flags, log=None, quiet=True):
         cpu_s=training_cpu_seconds(rundir.ckpt_dir(run_dir)),
         command='python ' + command_line(args),
     )
+
+
+def _refuse_another_length(run_dir, train_kimg):
+    """UserError if `run_dir` holds checkpoints of a run of another --train_kimg.
+
+    Resuming it would splice two schedules (learning-rate decay, warm-up ramps and TSA follow the
+    run's length) and ending early would report the longer run's curve: neither is a table cell.
+    """
+    saved = rundir.read_args(run_dir).get('train_kimg')
+    if saved not in (None, train_kimg) and checkpoints.list_checkpoints(rundir.ckpt_dir(run_dir)):
+        raise UserError(
+            f'{run_dir} holds a run of --train_kimg={saved}, this one asks for {train_kimg}: '
+            'move or delete that folder to train this length from the start'
+        )
 
 
 def _finished(run_dir, total_images):

@@ -6,6 +6,7 @@ import os
 import re
 
 from libml import reproduction, workflow
+from libml.utils import UserError
 
 import pytest
 from conftest import ROOT, assert_user_error, run_cli
@@ -49,6 +50,22 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
         check=False,
     )
     assert_user_error(bad, '--methods', 'Ladder', 'FixMatch')
+
+
+def test_a_table_cell_refuses_a_run_folder_of_another_length(digits, tmp_path):
+    flags = ['--dataset=digits.1@50-250', f'--train_dir={tmp_path}', '--seed=1']
+    flags += [f for f in workflow.QUICK_SCHEDULE if not f.startswith('--train_kimg')]
+    first = workflow.train('Supervised', flags + ['--train_kimg=1'])
+    assert [images for images, _ in first['curve']] == [1024]
+    with pytest.raises(UserError) as error:  # resuming would splice two schedules into one cell
+        workflow.train('Supervised', flags + ['--train_kimg=2'])
+    message = str(error.value)
+    assert first['run_dir'] in message and '--train_kimg=1, this one asks for 2' in message, message
+    # The folder is untouched: the same length is read back, not retrained.
+    again = workflow.train('Supervised', flags + ['--train_kimg=1'])
+    assert again['curve'] == first['curve'] and not os.path.exists(
+        os.path.join(first['run_dir'], 'tf', 'model.ckpt-0000002048.index')
+    )
 
 
 def test_runners_sharing_an_out_dir_keep_each_others_cells(tmp_path):
