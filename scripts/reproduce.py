@@ -21,6 +21,7 @@ ones resume, so a table can be built over several sessions.
     python scripts/reproduce.py --tables=c
     python scripts/reproduce.py --tables=d,e --seeds=1,2,3
     python scripts/reproduce.py --tables=d --methods=Supervised,MixMatch,RealMix   # those rows first
+    python scripts/reproduce.py --tables=d,e --notrain     # redraw the tables and plots from cells.json
     python scripts/reproduce.py --quick      # tiny schedules, one seed: checks the pipeline only
 """
 
@@ -36,7 +37,9 @@ flags.DEFINE_string(
     'out_dir', '', 'Tables, plots, cells.json (finished cells) and commands.log; default <train_dir>/reproduce.'
 )
 flags.DEFINE_string('tables', 'c', 'Which tables to produce, comma-separated: ' + ', '.join(reproduction.TABLES))
-flags.DEFINE_string('seeds', '1,2,3', 'Split seeds (the <seed> of <name>.<seed>@<size>; also the training seed).')
+flags.DEFINE_string(
+    'seeds', '1,2,3', 'Split seeds (the <seed> of <name>.<seed>@<size>; also the training seed); the tables show these.'
+)
 flags.DEFINE_boolean(
     'quick', False, 'Tiny schedules and the first row of each table only: checks the pipeline, not the numbers.'
 )
@@ -46,6 +49,9 @@ flags.DEFINE_string(
     'Train only these rows, comma-separated method names (e.g. Supervised,MixMatch,RealMix); the '
     'tables still show every other finished cell. Empty = every row. Runners with different '
     '--methods or --tables can share one --out_dir in parallel.',
+)
+flags.DEFINE_boolean(
+    'train', True, 'Train the cells not finished yet; --notrain only rewrites the tables and plots from cells.json.'
 )
 flags.DEFINE_integer(
     'train_kimg', 0, "Length of every semi-supervised cell in kimg (baselines: twice); 0 = each table's own schedule."
@@ -87,7 +93,7 @@ def main(argv):
         table = reproduction.TABLES[name]
         plan = [(cell, seed) for seed in seeds for cell in table.cells(runner, seed)]
         for cell, seed in plan:
-            if cell.method in methods and not runner.recorded(cell, seed):
+            if FLAGS.train and cell.method in methods and not runner.recorded(cell, seed):
                 runner.run(cell, seed)
                 # The table so far: every finished cell, whichever runner trained it, of every seed.
                 reproduction.write_table(table, finished_cells(runner, plan), out_dir, quiet=True)

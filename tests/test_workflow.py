@@ -44,6 +44,16 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
         ml_data=digits,
     ).stdout
     assert '$ python' not in only and '| Supervised | 18 | any |' in only and '| RealMix | 18 | 100% |' in only
+    # --notrain redraws the table from cells.json: RealMix's cell, forgotten there, is not trained again.
+    store = tmp_path / 'reproduce' / 'cells.json'
+    cells = {k: v for k, v in json.load(open(store)).items() if 'percent_mask0.25' not in k}
+    assert len(cells) == 2  # Supervised and MixMatch
+    json.dump(cells, open(store, 'w'))
+    redrawn = run_cli(
+        ['scripts/reproduce.py', '--quick', '--tables=b', '--notrain', f'--train_dir={tmp_path}'], ml_data=digits
+    ).stdout
+    table = open(tmp_path / 'reproduce' / 'table_b.md').read()
+    assert '$ python' not in redrawn and '| MixMatch | 18 | 100% |' in table and '| RealMix |' not in table
     bad = run_cli(
         ['scripts/reproduce.py', '--quick', '--tables=b', '--methods=MixMatch,Ladder', f'--train_dir={tmp_path}'],
         ml_data=digits,
@@ -115,7 +125,8 @@ def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_
     assert '_w_match25.0_' in folder['RealMix'] and '_tsalinear_schedule_' in folder['RealMix'], folder
     assert all('_mixed_precisionTrue_' in folder[m] for m in ('MixMatch', 'RealMix', 'FixMatch', 'Supervised'))
     assert '_mixed_precision' not in folder['VAT']
-    assert (cells['FixMatch'].kimg, cells['MixMatch'].kimg, cells['Supervised'].kimg) == (64, 192, 384)
+    assert (cells['FixMatch'].kimg, cells['MixMatch'].kimg, cells['Supervised'].kimg) == (160, 192, 384)
+    assert all('--report_kimg=4' in c.schedule for c in cells.values())  # last 10 reports = the last 40 kimg
 
 
 def test_a_cells_flag_replaces_the_methods_default_in_the_command():
