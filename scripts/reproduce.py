@@ -51,7 +51,10 @@ flags.DEFINE_string(
     '--methods or --tables can share one --out_dir in parallel.',
 )
 flags.DEFINE_boolean(
-    'train', True, 'Train the cells not finished yet; --notrain only rewrites the tables and plots from cells.json.'
+    'train',
+    True,
+    'Train the cells not finished yet; --notrain only rewrites the tables and plots from cells.json '
+    '(the datasets the tables name are still built when missing).',
 )
 flags.DEFINE_integer(
     'train_kimg', 0, "Length of every semi-supervised cell in kimg (baselines: twice); 0 = each table's own schedule."
