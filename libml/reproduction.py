@@ -237,13 +237,14 @@ def plot_curves(results, path, title):
         kimg = np.array([s for s, _ in group[0]['curve'][:length]]) / 1024
         acc = np.array([[v for _, v in r['curve'][:length]] for r in group])
         label = ' '.join([cell.method] + [str(v) for _, v in cell.keys])
+        mean = acc.mean(0)
         style = dict(color=colours[i % 10], linestyle=('-', '--', ':')[i // 10 % 3])
         for ax in (whole, zoom):
-            ax.plot(kimg, acc.mean(0), label=label if ax is whole else None, **style)
+            ax.plot(kimg, mean, label=label if ax is whole else None, **style)
             if len(group) > 1:
                 std = acc.std(0, ddof=1)
-                ax.fill_between(kimg, acc.mean(0) - std, acc.mean(0) + std, color=style['color'], alpha=0.12)
-        curves.append((kimg, acc.mean(0)))
+                ax.fill_between(kimg, mean - std, mean + std, color=style['color'], alpha=0.12)
+        curves.append((kimg, mean))
     start = min(k[-1] for k, _ in curves) / 2  # the second half of the shortest row
     late = np.concatenate([a[k >= start] for k, a in curves])
     zoom.set_xlim(start, max(k[-1] for k, _ in curves) * 1.02)
@@ -256,7 +257,7 @@ def plot_curves(results, path, title):
     fig.suptitle(textwrap.fill(title, 100), fontsize=10)
     fig.legend(loc='lower center', ncol=min(4, len(curves)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04 * (len(curves) // 4 + 1), 1, 1))  # room below for the legend
-    _save(fig, path, tight=False)
+    _save(fig, path)
 
 
 def plot_against(results, column, path, title):
@@ -281,12 +282,12 @@ def plot_against(results, column, path, title):
     ax.set_title(textwrap.fill(title, 60), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
     _save(fig, path)
 
 
-def _save(fig, path, tight=True):
-    if tight:
-        fig.tight_layout()
+def _save(fig, path):
+    """Writes a laid-out figure as PNG (atomically) and frees it."""
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, format='png', dpi=110)
     _pyplot().close(fig)

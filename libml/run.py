@@ -32,14 +32,14 @@ def train(config, algorithm, strategy=None):
     trainer = make_trainer(config, algorithm, strategy)
     lock = rundir.Lock(run_dir) if trainer.chief else None
     try:
-        saved = rundir.read_args(run_dir) if trainer.chief else {}
+        trained = rundir.trained_length(run_dir) if trainer.chief else None  # before write_args replaces it
         if trainer.chief:
             os.makedirs(rundir.ckpt_dir(run_dir), exist_ok=True)
             rundir.write_args(run_dir, config)
         start = rundir.resume(trainer, run_dir)
-        if start and saved.get('train_kimg', config.train_kimg) != config.train_kimg:
+        if start and trained not in (None, config.train_kimg):
             print(
-                f'warning: {run_dir} was trained for --train_kimg={saved["train_kimg"]}, now {config.train_kimg}: '
+                f'warning: {run_dir} was trained for --train_kimg={trained}, now {config.train_kimg}: '
                 'length-dependent schedules (learning-rate decay, warm-up ramps, TSA) change from here; '
                 'delete the folder to train the new length from the start',
                 flush=True,

@@ -70,6 +70,13 @@ def read_args(run_dir):
     return read_json(path, 'run settings') if os.path.exists(path) else {}
 
 
+def trained_length(run_dir):
+    """The --train_kimg of the run whose checkpoints `run_dir` holds; None without checkpoints or settings."""
+    if not checkpoints.list_checkpoints(ckpt_dir(run_dir)):
+        return None
+    return read_args(run_dir).get('train_kimg')
+
+
 def write_status(run_dir, **fields):
     """Updates run.json: {'run_dir', 'status' (training|done|failed), 'images', 'accuracy': {...}, ...}."""
     path = os.path.join(run_dir, 'run.json')

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from libml import checkpoints, cli, config, rundir
+from libml import cli, config, rundir
 from libml.events import median_of_last, read_scalars, training_cpu_seconds, training_seconds
 from libml.utils import UserError, data_dir
 
@@ -156,10 +156,10 @@ def _refuse_another_length(run_dir, train_kimg):
     Resuming it would splice two schedules (learning-rate decay, warm-up ramps and TSA follow the
     run's length) and ending early would report the longer run's curve: neither is a table cell.
     """
-    saved = rundir.read_args(run_dir).get('train_kimg')
-    if saved not in (None, train_kimg) and checkpoints.list_checkpoints(rundir.ckpt_dir(run_dir)):
+    trained = rundir.trained_length(run_dir)
+    if trained not in (None, train_kimg):
         raise UserError(
-            f'{run_dir} holds a run of --train_kimg={saved}, this one asks for {train_kimg}: '
+            f'{run_dir} holds a run of --train_kimg={trained}, this one asks for {train_kimg}: '
             'move or delete that folder to train this length from the start'
         )
 
