@@ -129,6 +129,7 @@ def test_no_debian_no_archive_dir_no_network(tmp_path):
     for name in ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz',
                  't10k-labels-idx1-ubyte.gz'):  # fmt: skip
         assert name in message
+    assert not (tmp_path / 'downloads').exists()  # no empty downloads/fashion_mnist/ left behind
 
 
 def test_downloaded_files_are_reused(tmp_path):

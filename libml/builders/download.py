@@ -1,5 +1,6 @@
 """Where upstream files come from: a folder the user names, or a resumable download."""
 
+import contextlib
 import dataclasses
 import http.client
 import os
@@ -53,11 +54,36 @@ def download(url, path, timeout, advice=None):
     """Fetches `url` into `path` with a progress bar, resuming a partial `path`.part (HTTP Range).
 
     An unreachable server or an HTTP error is a one-line UserError naming `url` and then
-    `advice`, by default how to use --archive_dir instead.
+    `advice`, by default how to use --archive_dir instead; folders made for `path` are
+    removed again if the failure leaves them empty.
     """
+    with _folder_for(path):
+        _fetch_url(url, path, timeout, advice)
+
+
+@contextlib.contextmanager
+def _folder_for(path):
+    """Makes the folders `path` needs; on an error, removes again those it made and left empty."""
+    made = []
+    folder = os.path.dirname(path)
+    while folder and not os.path.isdir(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            if os.listdir(folder):
+                break
+            os.rmdir(folder)
+        raise
+
+
+def _fetch_url(url, path, timeout, advice):
+    """The body of `download`, into an existing folder."""
     filename = os.path.basename(path)
     part = path + '.part'
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     done = os.path.getsize(part) if os.path.exists(part) else 0
     request = urllib.request.Request(url, headers={'Range': f'bytes={done}-'} if done else {})
     try:
