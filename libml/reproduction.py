@@ -158,13 +158,34 @@ def rows(results):
     return [(group[0]['cell'], group) for group in groups.values()]
 
 
+def lead(group, results):
+    """A row's mean lead (points) over the Supervised row of its number of labels, seed by seed.
+
+    Paired: only the seeds both rows have count, so a row missing a seed is not compared with a
+    baseline mean that includes it. '' for the baseline itself or when no seed is shared.
+    """
+    cell = group[0]['cell']
+    labels = dict(cell.keys).get('labels')
+    baseline = {
+        r['seed']: r['accuracy']
+        for r in results
+        if r['cell'].method == 'Supervised' and dict(r['cell'].keys).get('labels') == labels
+    }
+    leads = [r['accuracy'] - baseline[r['seed']] for r in group if r['seed'] in baseline]
+    if cell.method == 'Supervised' or not leads:
+        return ''
+    return f'{np.mean(leads):+.1f}'
+
+
 def write_table(table, results, out_dir, quiet=False):
-    """table_<name>.md/.csv (mean ± std over seeds, per-seed convergence, CPU time) and its plots."""
+    """table_<name>.md/.csv (mean ± std over seeds, paired lead over Supervised, per-seed convergence,
+    CPU time) and its plots."""
     header = [
         'method',
         *table.columns,
         'seeds',
         'test accuracy (%)',
+        'lead over Supervised, same seeds',
         'change over previous 10 reports',
         'CPU time (min)',
     ]
@@ -179,6 +200,7 @@ def write_table(table, results, out_dir, quiet=False):
                 *keys,
                 ','.join(str(r['seed']) for r in group),
                 mean_std([r['accuracy'] for r in group]),
+                lead(group, results),
                 changes,
                 f'{cpu:.1f}',
             ]
