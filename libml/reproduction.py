@@ -13,7 +13,7 @@ import os
 import resource
 import textwrap
 
-from libml import workflow
+from libml import rundir, workflow
 from libml.utils import atomic_output, data_dir
 
 import numpy as np
@@ -48,8 +48,9 @@ class Runner:
     sessions or machines). A run folder does not name its length (a run can be extended), so a
     recorded cell of another length is trained again: resumed to the new length where its folder is
     (the trainer warns that length-dependent schedules then change mid-run; delete the folder to
-    train from the start). Several runners may share one out_dir (say, one per table or per
-    --methods): each re-reads cells.json before a cell and merges into it under a lock.
+    train from the start). Several runners may share one out_dir, even over the same cells: each
+    re-reads cells.json before a cell and merges into it under a lock, and `reproduce.py` passes
+    over a cell whose run folder another process is training.
     """
 
     def __init__(self, train_dir, out_dir, quick=False, train_kimg=0):
@@ -90,6 +91,11 @@ class Runner:
         """(cells.json key: the run folder under the train dir, the cell's training flags)."""
         flags = [f'--dataset={cell.dataset}', f'--train_dir={self.train_dir}', f'--seed={seed}', *cell.schedule]
         return os.path.relpath(workflow.run_dir_of(cell.method, flags), self.train_dir), flags
+
+    def trainer_of(self, cell, seed):
+        """Who is training `cell` for `seed` now ('pid N': another runner or a hand-run trainer), or None."""
+        key, _ = self._key(cell, seed)
+        return rundir.trainer_of(os.path.join(self.train_dir, key))
 
     def recorded(self, cell, seed):
         """The result of `cell` for `seed` if cells.json holds it finished (by any runner), else None."""

@@ -40,7 +40,7 @@ class Lock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            owner = os.pread(self.fd, 100, 0).decode(errors='replace').strip() or 'another process'
+            owner = _owner(self.fd)
             os.close(self.fd)
             raise UserError(
                 f'{run_dir} is being trained by {owner}: wait for it to finish, stop it, or train into '
@@ -54,6 +54,26 @@ class Lock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def trainer_of(run_dir):
+    """Who is training `run_dir` now ('pid N'), or None when no process holds its lock."""
+    try:
+        fd = os.open(os.path.join(run_dir, '.lock'), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _owner(fd)
+    finally:
+        os.close(fd)  # and with it the shared lock, if taken
+    return None
+
+
+def _owner(fd):
+    """The 'pid N' a Lock wrote into its file."""
+    return os.pread(fd, 100, 0).decode(errors='replace').strip() or 'another process'
 
 
 def write_args(run_dir, config):

@@ -16,7 +16,8 @@ Writes <out_dir>/table_<x>.md and .csv (every cell's command), test-accuracy
 curves (table_<x>_curves.png) and, for mismatch tables, accuracy vs mismatch with error bars
 (table_<x>_mismatch.png); commands.log holds every command with its output, cells.json every
 finished cell. Finished cells are skipped (even when their run folders are gone) and interrupted
-ones resume, so a table can be built over several sessions.
+ones resume, so a table can be built over several sessions. Runners started side by side share
+the work: each passes over a cell whose run folder another process is training.
 
     python scripts/reproduce.py --tables=c
     python scripts/reproduce.py --tables=d,e --seeds=1,2,3
@@ -92,11 +93,17 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     methods = chosen_methods(FLAGS.methods)
     runner = reproduction.Runner(FLAGS.train_dir, out_dir, FLAGS.quick, FLAGS.train_kimg)
+    busy = []  # cells another process was training
     for name in tables:
         table = reproduction.TABLES[name]
         plan = [(cell, seed) for seed in seeds for cell in table.cells(runner, seed)]
         for cell, seed in plan:
             if FLAGS.train and cell.method in methods and not runner.recorded(cell, seed):
+                owner = runner.trainer_of(cell, seed)
+                if owner:
+                    print(f'\n== {cell.method} on {cell.dataset}, seed {seed}: {owner} is training it; passed over ==')
+                    busy.append(cell)
+                    continue
                 runner.run(cell, seed)
                 # The table so far: every finished cell, whichever runner trained it, of every seed.
                 reproduction.write_table(table, finished_cells(runner, plan), out_dir, quiet=True)
@@ -105,6 +112,8 @@ def main(argv):
             reproduction.write_table(table, results, out_dir)
         else:
             print(f'Table {name}: no finished cell yet')
+    if busy:
+        print(f'{len(busy)} cell(s) passed over while other processes trained them: rerun when they end to show them')
     print(f'Tables, plots and commands.log are in {out_dir}')
 
 

@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from libml import reproduction, workflow
+from libml import reproduction, rundir, workflow
 from libml.utils import UserError
 
 import pytest
@@ -89,6 +89,26 @@ def test_runners_sharing_an_out_dir_keep_each_others_cells(tmp_path):
     key, _ = first._key(cell, 1)
     first._record(key, dict(accuracy=55.0, curve=[[1024, 55.0]], cpu_s=1.0))
     assert second.recorded(cell, 1)['accuracy'] == 55.0  # finished by another runner
+
+
+def test_a_runner_passes_over_a_cell_another_process_is_training(digits, tmp_path):
+    runner = reproduction.Runner(str(tmp_path), str(tmp_path / 'out'), quick=True)
+    cell = runner.cell('Supervised', [('labels', 50)], 'digits.1@50-250', 64, workflow.TABLE_SCHEDULE)
+    run_dir = os.path.join(tmp_path, runner._key(cell, 1)[0])
+    assert runner.trainer_of(cell, 1) is None  # no folder yet
+    lock = rundir.Lock(run_dir)  # as a trainer holds it
+    assert runner.trainer_of(cell, 1) == f'pid {os.getpid()}'
+    out = run_cli(
+        ['scripts/reproduce.py', '--quick', '--tables=c', '--methods=Supervised', f'--train_dir={tmp_path}',
+         f'--out_dir={tmp_path / "out"}'],
+        ml_data=digits,
+    ).stdout  # fmt: skip
+    assert f'== Supervised on digits.1@50-250, seed 1: pid {os.getpid()} is training it; passed over ==' in out, out
+    assert not re.search(r'^\$ python (?!scripts/)', out, re.M), out  # the data steps ran, no trainer
+    assert '1 cell(s) passed over' in out and 'no finished cell yet' in out, out
+    assert not os.path.exists(os.path.join(run_dir, 'tf'))  # nothing trained into the held folder
+    lock.release()
+    assert runner.trainer_of(cell, 1) is None
 
 
 @pytest.mark.slow
