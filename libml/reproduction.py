@@ -289,7 +289,11 @@ def plot_curves(results, path, title):
 
 
 def plot_against(results, column, path, title):
-    """Accuracy (mean ± std over seeds) against `column` (e.g. mismatch '25%'), one line per method."""
+    """Accuracy (mean ± std over seeds) against `column` (e.g. mismatch '25%'), one line per method.
+
+    Each method's points are shifted a little sideways so that error bars at one level do not hide
+    each other; a row of the column's value 'any' (the supervised baseline) is a band.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     methods = {}
@@ -297,15 +301,18 @@ def plot_against(results, column, path, title):
         x = dict(cell.keys)[column]
         acc = [r['accuracy'] for r in group]
         methods.setdefault(cell.method, []).append((x, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
-    for method, points in methods.items():
-        if len(points) == 1 and points[0][0] == 'any':  # a baseline that does not depend on the column
-            _, mean, std = points[0]
-            ax.axhline(mean, linestyle='--', color='grey', label=f'{method} (labelled only)')
-            if std:
-                ax.axhspan(mean - std, mean + std, color='grey', alpha=0.15)  # ± std over seeds
-            continue
-        xs = [float(str(p[0]).rstrip('%')) for p in points]
+    baselines = {m: p[0] for m, p in methods.items() if len(p) == 1 and p[0][0] == 'any'}  # not on the column
+    for method, (_, mean, std) in baselines.items():
+        ax.axhline(mean, linestyle='--', color='grey', label=f'{method} (labelled only)')
+        if std:
+            ax.axhspan(mean - std, mean + std, color='grey', alpha=0.15)  # ± std over seeds
+    lines = [(m, p) for m, p in methods.items() if m not in baselines]
+    levels = sorted({float(str(x).rstrip('%')) for _, points in lines for x, _, _ in points})
+    dodge = 0.012 * (max(levels) - min(levels)) if len(levels) > 1 else 0  # error bars side by side
+    for i, (method, points) in enumerate(lines):
+        xs = [float(str(p[0]).rstrip('%')) + (i - (len(lines) - 1) / 2) * dodge for p in points]
         ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker='o', capsize=4, label=method)
+    ax.set_xticks(levels)
     ax.set(xlabel=f'{column} (%)', ylabel='test accuracy (%)')
     ax.set_title(textwrap.fill(title, 60), fontsize=10)
     ax.grid(alpha=0.3)
