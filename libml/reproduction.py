@@ -298,7 +298,8 @@ def plot_against(results, column, path, title):
     fig, ax = plt.subplots(figsize=(7, 5))
     methods = {}
     for cell, group in rows(results):
-        x = dict(cell.keys)[column]
+        x = dict(cell.keys)[column]  # '25%', or 'any' for a row that does not depend on the column
+        x = x if x == 'any' else float(str(x).rstrip('%'))
         acc = [r['accuracy'] for r in group]
         methods.setdefault(cell.method, []).append((x, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
     baselines = {m: p[0] for m, p in methods.items() if len(p) == 1 and p[0][0] == 'any'}  # not on the column
@@ -307,10 +308,10 @@ def plot_against(results, column, path, title):
         if std:
             ax.axhspan(mean - std, mean + std, color='grey', alpha=0.15)  # ± std over seeds
     lines = [(m, p) for m, p in methods.items() if m not in baselines]
-    levels = sorted({float(str(x).rstrip('%')) for _, points in lines for x, _, _ in points})
+    levels = sorted({x for _, points in lines for x, _, _ in points})
     dodge = 0.012 * (max(levels) - min(levels)) if len(levels) > 1 else 0  # error bars side by side
     for i, (method, points) in enumerate(lines):
-        xs = [float(str(p[0]).rstrip('%')) + (i - (len(lines) - 1) / 2) * dodge for p in points]
+        xs = [p[0] + (i - (len(lines) - 1) / 2) * dodge for p in points]
         ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker='o', capsize=4, label=method)
     ax.set_xticks(levels)
     ax.set(xlabel=f'{column} (%)', ylabel='test accuracy (%)')
