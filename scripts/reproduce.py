@@ -93,7 +93,7 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     methods = chosen_methods(FLAGS.methods)
     runner = reproduction.Runner(FLAGS.train_dir, out_dir, FLAGS.quick, FLAGS.train_kimg)
-    busy = []  # cells another process was training
+    passed_over = 0  # cells another process was training
     for name in tables:
         table = reproduction.TABLES[name]
         plan = [(cell, seed) for seed in seeds for cell in table.cells(runner, seed)]
@@ -102,7 +102,7 @@ def main(argv):
                 owner = runner.trainer_of(cell, seed)
                 if owner:
                     print(f'\n== {cell.method} on {cell.dataset}, seed {seed}: {owner} is training it; passed over ==')
-                    busy.append(cell)
+                    passed_over += 1
                     continue
                 runner.run(cell, seed)
                 # The table so far: every finished cell, whichever runner trained it, of every seed.
@@ -112,8 +112,8 @@ def main(argv):
             reproduction.write_table(table, results, out_dir)
         else:
             print(f'Table {name}: no finished cell yet')
-    if busy:
-        print(f'{len(busy)} cell(s) passed over while other processes trained them: rerun when they end to show them')
+    if passed_over:
+        print(f'{passed_over} cell(s) passed over while other processes trained them: rerun when they end to show them')
     print(f'Tables, plots and commands.log are in {out_dir}')
 
 
