@@ -34,8 +34,12 @@ then train on cifar6_mismatch0.1@250-<valid>, or make an augmented copy of it fi
 import json
 import os
 
-from libml import data, progress, splits
-from libml.utils import UserError, atomic_outputs, check_writable, cli_main, read_json
+from libml import progress
+from libml.data import filtering, record_encoder, splits
+from libml.data.names import class_mapping_path, split_paths
+from libml.data.records import check_record_file, read_labels
+from libml.errors import UserError, cli_main
+from libml.files import atomic_outputs, check_writable, read_json
 
 import tensorflow as tf
 from absl import app, flags
@@ -86,10 +90,10 @@ def split_map_update(part, source_part, source_map, kept, new_labels, valid_capa
 
 def class_mapping(source, output, order):
     """(target path, mapping) for the output dataset's class names, or None when not applicable."""
-    src, out = splits.describe_record_file(source), splits.describe_record_file(output)
+    src, out = filtering.describe_record_file(source), filtering.describe_record_file(output)
     if not src or not out:
         return None
-    src_path = data.class_mapping_path(src['name'], src['root'])
+    src_path = class_mapping_path(src['name'], src['root'])
     names = read_json(src_path, 'class mapping') if os.path.exists(src_path) else None
     if order is not None:
         mapping = {str(i): (names or {}).get(str(c), str(c)) for i, c in enumerate(order)}
@@ -97,7 +101,7 @@ def class_mapping(source, output, order):
         mapping = names
     else:
         return None
-    return data.class_mapping_path(out['name'], out['root']), mapping
+    return class_mapping_path(out['name'], out['root']), mapping
 
 
 def main(argv):
@@ -106,34 +110,34 @@ def main(argv):
     for name in ('class_filter', 'filter_dataset', 'save_name'):
         if not FLAGS[name].value:
             raise UserError(f'--{name} is required (see --help)')
-    class_filter, order = splits.parse_filter_lists(FLAGS.class_filter, FLAGS.label_order)
+    class_filter, order = filtering.parse_filter_lists(FLAGS.class_filter, FLAGS.label_order)
     source = FLAGS.filter_dataset
-    data.check_record_file(source, '--filter_dataset file')
-    output = splits.filter_output_path(source, FLAGS.save_name)
+    check_record_file(source, '--filter_dataset file')
+    output = filtering.filter_output_path(source, FLAGS.save_name)
     if os.path.abspath(output) == os.path.abspath(source):
         raise UserError(f'--save_name={FLAGS.save_name} would replace the input file: choose another name')
     check_writable(output, FLAGS.overwrite)
-    labels = data.read_labels(source)
-    kept, new_labels = splits.relabel(labels, class_filter, order)
+    labels = read_labels(source)
+    kept, new_labels = filtering.relabel(labels, class_filter, order)
     if not len(kept):
         raise UserError(
             f'{source} holds no record with a label in {FLAGS.class_filter} '
             f'(its labels: {sorted(set(labels.tolist()))})'
         )
 
-    src_info, out_info = splits.describe_record_file(source), splits.describe_record_file(output)
+    src_info, out_info = filtering.describe_record_file(source), filtering.describe_record_file(output)
     source_part = src_info['part'] if src_info and src_info['stem'] else None
     source_map = None
     if source_part:
-        map_path = data.split_paths(src_info['stem'], src_info['root'])[2]
+        map_path = split_paths(src_info['stem'], src_info['root'])[2]
         source_map = read_json(map_path, 'split map') if os.path.exists(map_path) else None
     capacity = 0
     if source_part == 'unlabel' and source_map:
-        positions, capacity = splits.heldout_first(kept, new_labels, int(source_map.get('valid_capacity', 0)))
+        positions, capacity = filtering.heldout_first(kept, new_labels, int(source_map.get('valid_capacity', 0)))
         kept, new_labels = kept[positions], new_labels[positions]
 
     if out_info and out_info['stem']:
-        map_out = data.split_paths(out_info['stem'], out_info['root'])[2]
+        map_out = split_paths(out_info['stem'], out_info['root'])[2]
         content = read_json(map_out, 'split map') if os.path.exists(map_out) else {}
         if content.get('label_order', FLAGS.label_order) != FLAGS.label_order and not FLAGS.overwrite:
             raise UserError(
@@ -176,7 +180,7 @@ def main(argv):
         with tf.io.TFRecordWriter(tmps[0]) as writer:
             records = ordered_records(source, kept)
             for png, label in progress.bar(zip(records, new_labels), total=len(kept), desc='filter', unit='img'):
-                writer.write(splits.example_bytes(png, label))
+                writer.write(record_encoder.example_bytes(png, label))
         splits.write_map(tmps[1], content)
         if mapping:
             with open(tmps[2], 'w') as f:

@@ -23,6 +23,7 @@ class FixMatch(algorithm.Algorithm):
     """L = L_x + wu * mean_i [max q_i >= confidence] CE(argmax q_i, f(s)_i), q = sg p(f(w)) (SPEC §10)."""
 
     name = 'FixMatch'
+    methods = (algorithm.Method('FixMatch', 'fixmatch', rank=20),)
     settings = (
         hyper('confidence', 0.95, 'Confidence threshold of the pseudo-labels.', unit_interval, 'in [0, 1)'),
         hyper('wu', 1.0, 'Weight of the unlabelled loss.', non_negative, '>= 0'),

@@ -14,6 +14,7 @@ class ICT(algorithm.Algorithm):
     """L = L_x + consistency_weight * ramp * mean (p(f(mix(u))) - mix(sg p(f_ema(u))))^2 (SPEC §10)."""
 
     name = 'ICT'
+    methods = (algorithm.Method('ICT', 'ict', rank=40),)
     settings = (
         hyper(
             'consistency_weight',

@@ -4,7 +4,7 @@
 python mean_teacher.py --dataset=cifar10.1@250-5000
 """
 
-from libml import cli
+from libml import algorithm, cli
 from libml.config import with_defaults
 
 import tensorflow as tf
@@ -16,6 +16,7 @@ class MeanTeacher(PiModel):
     """As Pi-Model with the teacher sg p(f_ema(u_1)) (batch statistics) and consistency weight 50 (SPEC §10)."""
 
     name = 'MeanTeacher'
+    methods = (algorithm.Method('Mean Teacher', 'mean_teacher', rank=50),)
     settings = with_defaults(PiModel.settings, consistency_weight=50.0)
 
     def teacher(self, step, u):

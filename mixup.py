@@ -15,6 +15,7 @@ class MixUp(algorithm.Algorithm):
     """L = CE(mixup(x, onehot(l))) + CE(mixup(u_1, sg p(f(u_1)))), each mixed within its own batch (SPEC §10)."""
 
     name = 'MixUp'
+    methods = (algorithm.Method('MixUp', 'mixup', rank=30),)
     settings = (hyper('beta', 0.5, 'MixUp weights lam ~ Beta(beta, beta), lam = max(lam, 1 - lam).', positive, '> 0'),)
     views = ('weak',)
     loss_names = ('xe', 'xeu')

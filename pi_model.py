@@ -14,6 +14,7 @@ class PiModel(algorithm.Algorithm):
     """L = L_x + consistency_weight * ramp * mean (p(f(u_2)) - sg p(f(u_1)))^2 (SPEC §10)."""
 
     name = 'PiModel'
+    methods = (algorithm.Method('Pi-Model', 'pi_model', rank=60),)
     settings = (
         hyper('consistency_weight', 10.0, 'Weight of the consistency loss after warm-up.', non_negative, '>= 0'),
         warmup_pos('the consistency weight'),

@@ -14,6 +14,7 @@ class PseudoLabel(algorithm.Algorithm):
     """L = L_x + consistency_weight * ramp * mean_i [max p_i > threshold] CE(argmax p_i, z_i) (SPEC §10)."""
 
     name = 'PseudoLabel'
+    methods = (algorithm.Method('Pseudo-Label', 'pseudo_label', rank=70),)
     settings = (
         hyper('consistency_weight', 1.0, 'Weight of the pseudo-label loss after warm-up.', non_negative, '>= 0'),
         hyper(

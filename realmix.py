@@ -14,6 +14,9 @@ from libml.config import hyper, non_negative, positive
 
 import tensorflow as tf
 
+# What the demo and the tables (tens of kimg) add: the unlabelled weight ramps up over 32 kimg, not 1024.
+RECIPE = {'warmup_kimg': 32, 'w_match': 75, 'beta': 0.75}
+
 
 def _percent(p):
     return p == -1 or 0 <= p < 1
@@ -23,6 +26,12 @@ class RealMix(algorithm.Algorithm):
     """MixMatch-style label guessing + MixUp, with TSA and percent masking of unlabelled rows (SPEC §4)."""
 
     name = 'RealMix'
+    methods = (
+        algorithm.Method('MixMatch', 'mixmatch', rank=10, settings={'tsa': 'none', 'percent_mask': -1}, recipe=RECIPE),
+        algorithm.Method(
+            'RealMix', 'realmix', rank=11, settings={'tsa': 'linear_schedule', 'percent_mask': 0.25}, recipe=RECIPE
+        ),
+    )
     settings = (
         hyper('w_match', 75.0, 'Weight of the unlabelled (L2) loss after warm-up.', non_negative, '>= 0'),
         hyper(

@@ -12,6 +12,7 @@ class VAT(algorithm.Algorithm):
     """L = L_x + vat * ramp * KL(p(f(u_1 + r)) || sg p(f(u_1))) + entmin_weight * H(p(f(u_1))) (SPEC §10)."""
 
     name = 'VAT'
+    methods = (algorithm.Method('VAT', 'vat', rank=80),)
     settings = (
         hyper('vat', 0.3, 'Weight of the virtual adversarial loss after warm-up.', non_negative, '>= 0'),
         hyper(

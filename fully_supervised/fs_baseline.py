@@ -8,7 +8,7 @@ On a whole training file, <valid> labelled records (balanced over the classes) h
         --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
 """
 
-from libml import cli, maths
+from libml import algorithm, cli, maths
 from libml.config import hyper, unit_interval
 
 import tensorflow as tf
@@ -20,6 +20,7 @@ class FSBaseline(Supervised):
     """Cross-entropy on augmented labelled images, with label smoothing."""
 
     name = 'FSBaseline'
+    methods = (algorithm.Method('Supervised', 'fs_baseline', rank=0, settings={'smoothing': 0.001}, baseline=True),)
     settings = Supervised.settings + (
         hyper(
             'smoothing', 0.001, 'Label smoothing: targets become (1 - s) one-hot + s / K.', unit_interval, 'in [0, 1)'

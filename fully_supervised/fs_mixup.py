@@ -6,7 +6,7 @@
         --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
 """
 
-from libml import cli, maths
+from libml import algorithm, cli, maths
 from libml.config import hyper, positive
 
 import tensorflow as tf
@@ -18,6 +18,7 @@ class FSMixup(Supervised):
     """Cross-entropy on MixUp-ed labelled images and targets."""
 
     name = 'FSMixup'
+    methods = (algorithm.Method('Supervised MixUp', 'fs_mixup', rank=1, settings={'beta': 0.5}, baseline=True),)
     settings = Supervised.settings + (hyper('beta', 0.5, 'MixUp Beta(beta, beta) parameter.', positive, '> 0'),)
 
     def loss(self, step, labelled, unlabelled):

@@ -2,9 +2,11 @@
 
 import os
 
-from libml import algorithm, data
+from libml import algorithm
 from libml.config import Setting
-from libml.utils import UserError, data_dir
+from libml.data.dataset import DataSet
+from libml.data.names import class_mapping_path, data_dir, parse_dataset_name
+from libml.errors import UserError
 
 
 def _resolve(path):
@@ -31,16 +33,16 @@ class Supervised(algorithm.Algorithm):
     @staticmethod
     def load_dataset(config):
         """An SSL split's labelled file, or --train_record/--test_record for `<name>-<valid>`."""
-        parsed = data.parse_dataset_name(config.dataset, allow_plain=True)
+        parsed = parse_dataset_name(config.dataset, allow_plain=True)
         options = algorithm.dataset_options(config)
         if parsed.seed is not None:
-            return data.DataSet.from_name(config.dataset, **options)
+            return DataSet.from_name(config.dataset, **options)
         if not config.hp.train_record or not config.hp.test_record:
             raise UserError(
                 f'--dataset={config.dataset} names no split: pass --train_record=FILE and '
                 '--test_record=FILE, or use a split name such as digits.1@50-250'
             )
-        options['class_mapping'] = config.class_mapping or data.class_mapping_path(parsed.name)
-        return data.DataSet.from_records(
+        options['class_mapping'] = config.class_mapping or class_mapping_path(parsed.name)
+        return DataSet.from_records(
             str(parsed), _resolve(config.hp.train_record), _resolve(config.hp.test_record), parsed.valid, **options
         )

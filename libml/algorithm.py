@@ -2,14 +2,22 @@
 
 An algorithm file (realmix.py, fixmatch.py, ...) subclasses `Algorithm`, declares its
 hyper-parameters (`settings`, with `config.hyper`) and any changed loop defaults, and writes
-`loss`. The loop (libml/loop.py) owns everything else: data streams, optimiser, weight decay,
-EMA, checkpoints, evaluation and reports.
+`loss`. The loop (libml/train/loop.py) owns everything else: data streams, optimiser, weight
+decay, EMA, checkpoints, evaluation and reports.
+
+It also names the methods it stands for (`methods`: MixMatch is realmix.py with two settings
+changed), which register themselves when the file is imported: the benchmark, the demo and the
+reproduction tables read that one registry (`registered`), so a new algorithm touches its own
+file only. `algorithms.load()` (the repository root) imports every algorithm file.
 """
 
+import dataclasses
 from typing import NamedTuple
 
-from libml import data, maths
-from libml.utils import UserError
+from libml import maths
+from libml.data.dataset import DataSet
+from libml.data.streams import DEFAULT_CACHE_MB
+from libml.errors import UserError
 
 import tensorflow as tf
 
@@ -31,6 +39,57 @@ class Step(NamedTuple):
     total_images: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One named use of an algorithm: a row of the demo and the tables, an entry of the benchmark.
+
+    label: its name in the tables and `reproduce.py --methods` ('MixMatch'); key: its name in
+    `benchmark.py --algorithms` ('mixmatch'); rank: its place in every list (tables' rows, the
+    benchmark), lowest first; settings: what makes the algorithm this method ({'tsa': 'none'}),
+    also what the benchmark times; recipe: what the demo's and the tables' short schedules add
+    ({'warmup_kimg': 32}); baseline: a supervised baseline (trained twice as long in the tables);
+    algorithm: the `Algorithm` subclass, set when the method registers.
+    """
+
+    label: str
+    key: str
+    rank: int
+    settings: dict = dataclasses.field(default_factory=dict)
+    recipe: dict = dataclasses.field(default_factory=dict)
+    baseline: bool = False
+    algorithm: type | None = None
+
+    def flags(self):
+        """The command-line flags of the method in the tables: recipe then settings, '--name=value'."""
+        return [f'--{name}={value}' for name, value in {**self.recipe, **self.settings}.items()]
+
+
+_REGISTRY = {}  # label -> Method
+
+
+def register(method):
+    """Adds `method` (with its algorithm set) to the registry; a label another class has is a ValueError."""
+    known = _REGISTRY.get(method.label)
+    if known and known.algorithm.__qualname__ != method.algorithm.__qualname__:
+        raise ValueError(
+            f'method {method.label!r} is both {known.algorithm.__qualname__} and {method.algorithm.__qualname__}'
+        )
+    _REGISTRY[method.label] = method
+
+
+def registered():
+    """Every registered `Method`, by rank (then label)."""
+    return sorted(_REGISTRY.values(), key=lambda m: (m.rank, m.label))
+
+
+def method(label):
+    """The registered `Method` called `label`; UserError naming the known ones otherwise."""
+    if label not in _REGISTRY:
+        known = ', '.join(m.label for m in registered()) or 'none (algorithms.load() imports them)'
+        raise UserError(f'unknown method {label!r}: expected one of {known}')
+    return _REGISTRY[label]
+
+
 class Algorithm:
     """Base class. Subclasses set `name`, `settings`, `views` and write `loss`.
 
@@ -38,6 +97,7 @@ class Algorithm:
     dataset's --augment, 'strong' = --augment then RandAugment and Cutout); () = labelled data only.
     loss_names: step statistics written under `losses/` (the others go under `monitors/`).
     float32_only: why the algorithm refuses --mixed_precision, or None when it computes in any precision.
+    methods: the `Method`s this class stands for, registered when the class is defined (not inherited).
     """
 
     name = 'Algorithm'
@@ -46,6 +106,12 @@ class Algorithm:
     views = ()
     loss_names = ('xe',)
     float32_only = None
+    methods = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for declared in cls.__dict__.get('methods', ()):
+            register(dataclasses.replace(declared, algorithm=cls))
 
     def __init__(self, config, nclass):
         self.config = config
@@ -59,7 +125,7 @@ class Algorithm:
     @staticmethod
     def load_dataset(config):
         """The run's `DataSet`: the SSL split named by --dataset."""
-        return data.DataSet.from_name(config.dataset, **dataset_options(config))
+        return DataSet.from_name(config.dataset, **dataset_options(config))
 
     def loss(self, step, labelled, unlabelled):
         """(loss, {name: float32 scalar}) of one replica's batch, computed inside a GradientTape.
@@ -88,7 +154,7 @@ class Algorithm:
 
 def dataset_options(config):
     """Keyword arguments of `DataSet` constructors taken from the run's settings."""
-    cache_mb = data.DEFAULT_CACHE_MB if config.cache_mb < 0 else config.cache_mb
+    cache_mb = DEFAULT_CACHE_MB if config.cache_mb < 0 else config.cache_mb
     return dict(
         augment=config.augment,
         nclass=config.nclass,

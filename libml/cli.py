@@ -10,8 +10,8 @@ evaluation, inference, speed); `--helpfull` adds absl's and TensorFlow's.
 import sys
 
 from libml import config as config_lib
-from libml import run
-from libml.utils import cli_main
+from libml.errors import cli_main
+from libml.train import run
 
 from absl import app, flags, logging
 

@@ -14,8 +14,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from libml import data, distribute
-from libml.utils import UserError
+from libml.data.names import NAME_PATTERN
+from libml.data.streams import DEFAULT_SHUFFLE_BUFFER
+from libml.errors import UserError
+from libml.train import replicas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +74,20 @@ def unit_interval(v):
     return 0 <= v < 1
 
 
+def parse_int_list(text, flag):
+    """'2,3,4' -> [2, 3, 4]; a UserError naming `flag` otherwise."""
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise UserError(f'--{flag}={text!r}: expected comma-separated integers such as 2,3,4') from None
+    if not values:
+        raise UserError(f'--{flag} is empty: expected comma-separated integers such as 2,3,4')
+    return values
+
+
 LOOP = (
     # data
-    Setting('dataset', 'digits.1@50-250', f'Dataset {data.NAME_PATTERN} under $ML_DATA, e.g. cifar10.1@250-5000.'),
+    Setting('dataset', 'digits.1@50-250', f'Dataset {NAME_PATTERN} under $ML_DATA, e.g. cifar10.1@250-5000.'),
     Setting('train_dir', './experiments', 'Folder of the runs: <train_dir>/<dataset>/<Algorithm>_<settings>/.'),
     Setting(
         'augment',
@@ -100,7 +113,7 @@ LOOP = (
     ),
     Setting(
         'shuffle_buffer',
-        data.DEFAULT_SHUFFLE_BUFFER,
+        DEFAULT_SHUFFLE_BUFFER,
         'Records of a streamed training file shuffled together (and the most a resume reads again).',
         positive,
         '>= 1',
@@ -213,7 +226,7 @@ LOOP = (
         'auto',
         'Data parallelism: none, mirrored (every GPU of this machine), multiworker '
         '(cluster from $TF_CONFIG), auto (mirrored if more than one GPU). --batch is the global batch.',
-        choices=distribute.STRATEGIES,
+        choices=replicas.STRATEGIES,
     ),
     Setting(
         'mixed_precision',

@@ -16,7 +16,7 @@ the same statistics.
 
 import math
 
-from libml.utils import UserError
+from libml.errors import UserError
 
 import tensorflow as tf
 

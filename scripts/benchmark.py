@@ -39,39 +39,41 @@ import tempfile
 import time
 import types
 
+from libml import algorithm
 from libml import config as config_lib
-from libml import data, distribute, evaluation, loop
-from libml.utils import UserError, check_writable, cli_main, write_json
+from libml.data.dataset import DataSet
+from libml.data.records import encode_png, serialize_example
+from libml.errors import UserError, cli_main
+from libml.files import check_writable, write_json
+from libml.report import evaluation
+from libml.train import loop, replicas
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-import fixmatch
-import ict
-import mean_teacher
-import mixup
-import pi_model
-import pseudo_label
-import realmix
-import vat
-from fully_supervised import fs_baseline, fs_mixup
+import algorithms
 
-# name -> (Algorithm class, settings that make it that algorithm)
-ALGORITHMS = {
-    'realmix': (realmix.RealMix, {}),
-    'mixmatch': (realmix.RealMix, {'tsa': 'none', 'percent_mask': -1}),
-    'fixmatch': (fixmatch.FixMatch, {}),
-    'mixup': (mixup.MixUp, {}),
-    'ict': (ict.ICT, {}),
-    'mean_teacher': (mean_teacher.MeanTeacher, {}),
-    'pi_model': (pi_model.PiModel, {}),
-    'pseudo_label': (pseudo_label.PseudoLabel, {}),
-    'vat': (vat.VAT, {}),
-    'fs_baseline': (fs_baseline.FSBaseline, {}),
-    'fs_mixup': (fs_mixup.FSMixup, {}),
-}
-REFERENCE = fs_baseline.FSBaseline
+
+def benchmark_order(methods):
+    """The registered methods as the benchmark lists them: semi-supervised before the baselines, each
+    algorithm file's own method (key = its module, e.g. realmix) first, then the variants it declares
+    (mixmatch), algorithms in rank order."""
+    first = {}
+    for m in methods:
+        first[m.algorithm] = min(first.get(m.algorithm, m.rank), m.rank)
+
+    def key(m):
+        own = m.key == m.algorithm.__module__.rsplit('.', 1)[-1]
+        return m.baseline, first[m.algorithm], not own, m.rank
+
+    return sorted(methods, key=key)
+
+
+# name -> (Algorithm class, settings that make it that method): every registered method
+# (libml/algorithm.py; each algorithm file declares its own)
+ALGORITHMS = {m.key: (m.algorithm, m.settings) for m in benchmark_order(algorithms.load())}
+REFERENCE = algorithm.method('Supervised').algorithm
 WARMUP = 2
 # --quick: a model and data small enough for a smoke test of every line in seconds.
 QUICK = {'img_size': 8, 'filters': 4, 'repeat': 1, 'batch': 4, 'steps': 1, 'records': 32, 'matmul': 256}
@@ -329,9 +331,9 @@ def synthetic_dataset(folder, count, size, channels, nclass, augment):
         labels = [-1] * count if 'unlabel' in path else [j % nclass for j in range(count)]
         with tf.io.TFRecordWriter(path) as writer:
             for image, label in zip(synthetic_images(count, size, channels, seed=i), labels):
-                writer.write(data.serialize_example(data.encode_png(image), label))
+                writer.write(serialize_example(encode_png(image), label))
     label, unlabel, test = paths
-    return data.DataSet('synthetic', label, test, unlabel, augment=augment, nclass=nclass, img_size=size)
+    return DataSet('synthetic', label, test, unlabel, augment=augment, nclass=nclass, img_size=size)
 
 
 def synthetic_batch(signature, nclass, seed=0):
@@ -551,7 +553,7 @@ class Bench:
 
     def __init__(self, o, dataset):
         self.o, self.dataset = o, dataset
-        self.strategy = distribute.get('none')
+        self.strategy = replicas.get('none')
         self.references = {}
 
     def trainer(self, algorithm, xla, **settings):

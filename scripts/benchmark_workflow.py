@@ -36,7 +36,8 @@ import tarfile
 import tempfile
 import time
 
-from libml.utils import UserError, check_writable, cli_main, write_json
+from libml.errors import UserError, cli_main
+from libml.files import check_writable, write_json
 
 import numpy as np
 import scipy.io
@@ -160,7 +161,7 @@ def run_child(args, env):
 def first_batch_delay(dataset, batch, start):
     """Seconds until dataset.train_unlabelled(...) delivers its first batch at stream position `start`.
 
-    The one call into libml.data's pipeline API (adapt here if its signature changes).
+    The one call into libml.data.dataset's pipeline API (adapt here if its signature changes).
     """
     began = time.perf_counter()
     images, _ = next(iter(dataset.train_unlabelled(batch, ('weak', 'weak'), seed=1, start=start)))
@@ -184,11 +185,11 @@ def probe(name):
 
     At --probe_start=0 (a first start), also the input rate.
     """
-    from libml import data
+    from libml.data.dataset import DataSet
 
     kwargs = {} if FLAGS.probe_cache_mb < 0 else {'cache_mb': FLAGS.probe_cache_mb}
     began = time.perf_counter()
-    dataset = data.DataSet.from_name(name, augment='cifar10', **kwargs)
+    dataset = DataSet.from_name(name, augment='cifar10', **kwargs)
     opened = time.perf_counter() - began
     result = {'open': opened, 'unlabelled': int(dataset.unlabel_count), 'cached': bool(dataset.cached[1])}
     result['first'] = first_batch_delay(dataset, FLAGS.batch, FLAGS.probe_start)

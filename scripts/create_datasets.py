@@ -30,10 +30,12 @@ then the --unlabeldir images with label -1.
 import os
 import re
 
-from libml.builders import cifar, digits, folders, idx, stl10, svhn
-from libml.builders.download import Sources
-from libml.builders.writer import output_paths, summary, write_dataset
-from libml.utils import UserError, check_writable, cli_main, data_dir
+from libml.data.builders import cifar, digits, folders, idx, stl10, svhn
+from libml.data.builders.download import Sources
+from libml.data.builders.writer import output_paths, summary, write_dataset
+from libml.data.names import data_dir
+from libml.errors import UserError, cli_main
+from libml.files import check_writable
 
 from absl import app, flags
 

@@ -25,8 +25,11 @@ Examples:
 
 import os
 
-from libml import data, progress, splits
-from libml.utils import UserError, atomic_outputs, cli_main
+from libml import progress
+from libml.data import records, splits
+from libml.data.records import check_record_file
+from libml.errors import UserError, cli_main
+from libml.files import atomic_outputs
 
 import numpy as np
 import tensorflow as tf
@@ -47,8 +50,8 @@ flags.DEFINE_bool('overwrite', False, 'Replace existing output files.')
 def read_labels(paths):
     """Every record's label, the files of `paths` concatenated in order (also checks their CRCs)."""
     for path in paths:
-        data.check_record_file(path, 'input file')
-    return np.concatenate([data.read_labels(path) for path in paths])
+        check_record_file(path, 'input file')
+    return np.concatenate([records.read_labels(path) for path in paths])
 
 
 def split_map(split, labels, inputs):

@@ -12,10 +12,12 @@ number can be reproduced by hand. Data goes to $ML_DATA (./data when unset), run
     python scripts/demo.py --quick  # a one-minute smoke run with a tiny schedule
 """
 
-from libml import workflow
-from libml.utils import cli_main
+from libml.errors import cli_main
+from libml.tables import output, steps
 
 from absl import app, flags
+
+import algorithms
 
 flags.DEFINE_string('train_dir', './experiments', 'Where the two runs are written.')
 flags.DEFINE_boolean('quick', False, 'A tiny schedule (a smoke test, not meaningful accuracies).')
@@ -26,20 +28,21 @@ LABELS, SEED, VALID = 50, 1, 250
 
 def main(argv):
     del argv
-    workflow.make_digits_split(SEED, LABELS)
-    aug = workflow.make_aug_copy('digits', SEED, LABELS, VALID)
+    algorithms.load()  # RealMix and Supervised are methods of the registry (libml/algorithm.py)
+    steps.make_digits_split(SEED, LABELS)
+    aug = steps.make_aug_copy('digits', SEED, LABELS, VALID)
     runs = [('RealMix', f'{aug}.{SEED}@{LABELS}-{VALID}'), ('Supervised', f'digits.{SEED}@{LABELS}-{VALID}')]
-    schedule = workflow.QUICK_SCHEDULE if FLAGS.quick else workflow.DEMO_SCHEDULE
+    schedule = steps.QUICK_SCHEDULE if FLAGS.quick else steps.DEMO_SCHEDULE
     results = [
-        workflow.train_method(method, dataset, FLAGS.train_dir, SEED, schedule, quiet=False) for method, dataset in runs
+        steps.train_method(method, dataset, FLAGS.train_dir, SEED, schedule, quiet=False) for method, dataset in runs
     ]
     for result in results:
-        workflow.run(['scripts/extract_accuracy.py', result['run_dir']])
+        steps.run(['scripts/extract_accuracy.py', result['run_dir']])
     rows = [
         [method, LABELS, f'{r["accuracy"]:.1f}', f'{r["wall_s"] / 60:.1f} min'] for (method, _), r in zip(runs, results)
     ]
     print('\nTest accuracy on digits (500 test images), median of the last 10 reports:\n')
-    print(workflow.markdown_table(['method', 'labels', 'test accuracy (%)', 'wall time'], rows))
+    print(output.markdown_table(['method', 'labels', 'test accuracy (%)', 'wall time'], rows))
     print('\nRuns (extract_accuracy.py wrote stats/accuracy.json in each):')
     for (method, _), r in zip(runs, results):
         print(f'  {method}: {r["run_dir"]}\n    {r["command"]}')

@@ -20,8 +20,8 @@ BMP, GIF or WebP bytes of any size, and returns `probabilities` [N, K], `class_i
     print(out['classes'][0].numpy().decode(), float(tf.reduce_max(out['probabilities'][0])))
 """
 
-from libml import export
-from libml.utils import UserError, cli_main
+from libml.errors import UserError, cli_main
+from libml.serve import export
 
 from absl import app, flags, logging
 

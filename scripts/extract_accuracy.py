@@ -11,8 +11,9 @@ prints them.
 import json
 import os
 
-from libml.events import median_of_last, read_scalars
-from libml.utils import UserError, cli_main, write_json
+from libml.errors import UserError, cli_main
+from libml.files import write_json
+from libml.report.events import median_of_last, read_scalars
 
 from absl import app
 

@@ -12,8 +12,9 @@ import io
 import os
 from collections import Counter
 
-from libml import data, progress
-from libml.utils import UserError, cli_main
+from libml import progress
+from libml.data.records import check_record_file, read_records
+from libml.errors import UserError, cli_main
 
 from absl import app
 from PIL import Image, UnidentifiedImageError
@@ -35,7 +36,7 @@ def summarise(path):
     """dict(records, labels Counter, shapes Counter) of one record file."""
     labels, shapes = Counter(), Counter()
     for index, (png, label) in enumerate(
-        progress.bar(data.read_records(path), desc=os.path.basename(path), unit='img', leave=False)
+        progress.bar(read_records(path), desc=os.path.basename(path), unit='img', leave=False)
     ):
         labels[int(label)] += 1
         shapes[image_shape(png, path, index)] += 1
@@ -66,7 +67,7 @@ def main(argv):
             'expected at least one .tfrecord file, e.g. scripts/inspect_dataset.py $ML_DATA/digits-train.tfrecord'
         )
     for path in paths:
-        data.check_record_file(path)
+        check_record_file(path)
     for path in paths:
         print('\n'.join(report(path, summarise(path))))
 

@@ -42,9 +42,13 @@ import os
 import shutil
 from collections import Counter
 
-from libml import augment as augment_lib
-from libml import data, progress, splits
-from libml.utils import UserError, atomic_outputs, cli_main, data_dir, read_json, temporary_file
+from libml import progress
+from libml.data import aug_copies, splits
+from libml.data import augment as augment_lib
+from libml.data.names import class_mapping_path, data_dir, parse_split_name, split_paths, test_path
+from libml.data.records import check_record_file, count_records, first_image_shape
+from libml.errors import UserError, cli_main
+from libml.files import atomic_outputs, read_json, temporary_file
 
 import numpy as np
 import tensorflow as tf
@@ -82,7 +86,7 @@ def check_flags():
         raise UserError(f'--copy_buffer={FLAGS.copy_buffer}: must be at least 1')
     if FLAGS.workers < 0:
         raise UserError(f'--workers={FLAGS.workers}: must be 0 (one per CPU core) or more')
-    return data.parse_split_name(FLAGS.aug_dataset)
+    return parse_split_name(FLAGS.aug_dataset)
 
 
 def shared_copies(pairs):
@@ -121,9 +125,9 @@ def write_unlabel(path, output, source, valid, start, count, shape, seed):
     """
     workers = FLAGS.workers or os.cpu_count() or 1
     with temporary_file(output) as scratch:
-        pixels, labels = splits.PixelFile.decode(scratch, source, start, count, shape)
+        pixels, labels = aug_copies.PixelFile.decode(scratch, source, start, count, shape)
         try:
-            chunks = splits.augmented_records(
+            chunks = aug_copies.augmented_records(
                 pixels, labels, FLAGS.aug_copy, FLAGS.augment, seed, FLAGS.copy_buffer, workers
             )
             total = valid + FLAGS.aug_copy * count
@@ -146,15 +150,15 @@ def main(argv):
     if len(argv) > 1:
         raise UserError(f'unexpected arguments {" ".join(argv[1:])}: everything is given by flags')
     source = check_flags()
-    label_src, unlabel_src, map_src = data.split_paths(source.split)
+    label_src, unlabel_src, map_src = split_paths(source.split)
     for path in (label_src, unlabel_src):
-        data.check_record_file(path, 'split file')
+        check_record_file(path, 'split file')
     source_map = read_json(map_src, 'split map')
-    test_src = data.test_path(source.name)
-    data.check_record_file(test_src, 'test file')
-    total = data.count_records(unlabel_src)
+    test_src = test_path(source.name)
+    check_record_file(test_src, 'test file')
+    total = count_records(unlabel_src)
     capacity = min(int(source_map.get('valid_capacity', 0)), total)
-    valid = splits.choose_valid_size(capacity, FLAGS.valid_size)
+    valid = aug_copies.choose_valid_size(capacity, FLAGS.valid_size)
     start = valid if source_map.get('label_size') is not None else 0
     count = total - start
     if FLAGS.unlabel_size is not None and FLAGS.unlabel_size != count:
@@ -169,13 +173,13 @@ def main(argv):
         )
     name = f'{source.name}_aug{FLAGS.aug_copy}'
     stem = f'{name}.{source.seed}@{source.size}'
-    label_out, unlabel_out, map_out = data.split_paths(stem)
-    shared = [(test_src, data.test_path(name))]
-    if os.path.exists(data.class_mapping_path(source.name)):
-        shared.append((data.class_mapping_path(source.name), data.class_mapping_path(name)))
+    label_out, unlabel_out, map_out = split_paths(stem)
+    shared = [(test_src, test_path(name))]
+    if os.path.exists(class_mapping_path(source.name)):
+        shared.append((class_mapping_path(source.name), class_mapping_path(name)))
     shared = shared_copies(shared)
     seed = source.seed if FLAGS.seed is None else FLAGS.seed
-    shape = data.first_image_shape(unlabel_src)
+    shape = first_image_shape(unlabel_src)
     print(
         f'{unlabel_out}: {valid} validation records, then {FLAGS.aug_copy} x {count} augmented '
         f'({FLAGS.augment}) images, {FLAGS.workers or os.cpu_count() or 1} worker thread(s)'

@@ -11,7 +11,7 @@ of your images: the original names are lost.
 
 import os
 
-from libml.utils import UserError, cli_main
+from libml.errors import UserError, cli_main
 
 from absl import app, flags
 

@@ -28,16 +28,23 @@ the work: each passes over a cell whose run folder another process is training.
 
 import os
 
-from libml import reproduction, workflow
-from libml.utils import UserError, cli_main, parse_int_list
+from libml.config import parse_int_list
+from libml.errors import UserError, cli_main
+from libml.tables.cells import Runner
+from libml.tables.definitions import TABLES
+from libml.tables.output import write_table
 
 from absl import app, flags
+
+import algorithms
+
+METHODS = [m.label for m in algorithms.load()]  # every algorithm file's methods, by rank
 
 flags.DEFINE_string('train_dir', './experiments', 'Where the runs are trained.')
 flags.DEFINE_string(
     'out_dir', '', 'Tables, plots, cells.json (finished cells) and commands.log; default <train_dir>/reproduce.'
 )
-flags.DEFINE_string('tables', 'c', 'Which tables to produce, comma-separated: ' + ', '.join(reproduction.TABLES))
+flags.DEFINE_string('tables', 'c', 'Which tables to produce, comma-separated: ' + ', '.join(TABLES))
 flags.DEFINE_string(
     'seeds', '1,2,3', 'Split seeds (the <seed> of <name>.<seed>@<size>; also the training seed); the tables show these.'
 )
@@ -49,7 +56,7 @@ flags.DEFINE_string(
     '',
     'Train only these rows, comma-separated method names (e.g. Supervised,MixMatch,RealMix); the '
     'tables still show every other finished cell. Empty = every row. Runners with different '
-    '--methods or --tables can share one --out_dir in parallel.',
+    '--methods or --tables can share one --out_dir in parallel. Methods: ' + ', '.join(METHODS) + '.',
 )
 flags.DEFINE_boolean(
     'train',
@@ -66,11 +73,11 @@ FLAGS = flags.FLAGS
 def chosen_methods(text):
     """The set of method names of --methods (every method when empty); UserError naming unknown ones."""
     if not text.strip():
-        return set(workflow.METHODS)
+        return set(METHODS)
     methods = [m.strip() for m in text.split(',') if m.strip()]
-    unknown = [m for m in methods if m not in workflow.METHODS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise UserError(f'--methods: unknown {", ".join(unknown)}; expected some of {", ".join(workflow.METHODS)}')
+        raise UserError(f'--methods: unknown {", ".join(unknown)}; expected some of {", ".join(METHODS)}')
     return set(methods)
 
 
@@ -83,19 +90,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     tables = [t.strip() for t in FLAGS.tables.split(',') if t.strip()]
-    unknown = sorted(set(tables) - set(reproduction.TABLES))
+    unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
-        raise UserError(f'--tables={FLAGS.tables}: expected some of {", ".join(reproduction.TABLES)}')
+        raise UserError(f'--tables={FLAGS.tables}: expected some of {", ".join(TABLES)}')
     seeds = parse_int_list(FLAGS.seeds, 'seeds')
     if FLAGS.quick:
         seeds = seeds[:1]
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.train_dir, 'reproduce')
     os.makedirs(out_dir, exist_ok=True)
     methods = chosen_methods(FLAGS.methods)
-    runner = reproduction.Runner(FLAGS.train_dir, out_dir, FLAGS.quick, FLAGS.train_kimg)
+    runner = Runner(FLAGS.train_dir, out_dir, FLAGS.quick, FLAGS.train_kimg)
     passed_over = 0  # cells another process was training
     for name in tables:
-        table = reproduction.TABLES[name]
+        table = TABLES[name]
         plan = [(cell, seed) for seed in seeds for cell in table.cells(runner, seed)]
         for cell, seed in plan:
             if FLAGS.train and cell.method in methods and not runner.recorded(cell, seed):
@@ -106,10 +113,10 @@ def main(argv):
                     continue
                 runner.run(cell, seed)
                 # The table so far: every finished cell, whichever runner trained it, of every seed.
-                reproduction.write_table(table, finished_cells(runner, plan), out_dir, quiet=True)
+                write_table(table, finished_cells(runner, plan), out_dir, quiet=True)
         results = finished_cells(runner, plan)
         if results:
-            reproduction.write_table(table, results, out_dir)
+            write_table(table, results, out_dir)
         else:
             print(f'Table {name}: no finished cell yet')
     if passed_over:

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from libml.data import decode_png, read_records
+from libml.data.records import decode_png, read_records
 
 import numpy as np
 import pytest

@@ -1,6 +1,7 @@
 """The smallest algorithm the shared loop can run, and tiny trainers for in-process tests of the loop."""
 
-from libml import algorithm, config, distribute, loop, maths
+from libml import algorithm, config, maths
+from libml.train import loop, replicas
 
 import tensorflow as tf
 
@@ -22,4 +23,4 @@ class Plain(algorithm.Algorithm):
 def make_trainer(algorithm=Plain, strategy=None, dataset='digits.1@50-250', **settings):
     """A `Trainer` of `algorithm` with the TINY settings (overridden by `settings`) on one device by default."""
     cfg = config.build(algorithm, **{**TINY, 'dataset': dataset, 'strategy': 'none', **settings})
-    return loop.Trainer(cfg, algorithm, algorithm.load_dataset(cfg), strategy or distribute.get('none'))
+    return loop.Trainer(cfg, algorithm, algorithm.load_dataset(cfg), strategy or replicas.get('none'))

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 
-from libml import algorithm, config, events, maths, run
+from libml import algorithm, config, maths
+from libml.report import events
+from libml.train import run
 
 import numpy as np
 import pytest

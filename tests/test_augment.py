@@ -3,8 +3,8 @@
 import hashlib
 import math
 
-from libml import augment
-from libml.utils import UserError
+from libml.data import augment
+from libml.errors import UserError
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def digest(array):
     return hashlib.sha256(np.asarray(array).tobytes()).hexdigest()[:16]
 
 
-# -- numpy references, written independently of libml.augment
+# -- numpy references, written independently of libml.data.augment
 
 
 def np_project(image, inverse):

@@ -4,7 +4,8 @@ import json
 import re
 
 from libml import config as config_lib
-from libml import distribute, loop, models
+from libml import models
+from libml.train import loop, replicas
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def test_step_flops_count_forward_and_gradients(tmp_path):
     dataset = benchmark.synthetic_dataset(str(tmp_path), 8, 8, 1, 5, 'none')
     algorithm = fs_baseline.FSBaseline
     cfg = config_lib.build(algorithm, arch='convnet', filters=2, scales=1, batch=4, strategy='none', dataset='x')
-    trainer = loop.Trainer(cfg, algorithm, dataset, distribute.get('none'))
+    trainer = loop.Trainer(cfg, algorithm, dataset, replicas.get('none'))
     forward = STEM + BLOCK1 + BLOCK2 + DENSE
     kernel_grads = STEM + BLOCK1 + BLOCK2 + DENSE
     input_grads = BLOCK1 + BLOCK2 + DENSE
@@ -134,7 +135,7 @@ def test_xla_step_matches_the_eager_step(tmp_path):
     trainers = []
     for xla in (False, True):  # same seed: same initial weights
         cfg = config_lib.build(algorithm, filters=4, repeat=1, batch=8, strategy='none', dataset='x', xla=xla)
-        trainers.append(loop.Trainer(cfg, algorithm, dataset, distribute.get('none')))
+        trainers.append(loop.Trainer(cfg, algorithm, dataset, replicas.get('none')))
     eager, compiled = trainers
     batch = benchmark.synthetic_batch(eager.input_signature(), dataset.nclass)
     for a, b in zip(eager.model.variables, compiled.model.variables):

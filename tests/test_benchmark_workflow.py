@@ -2,7 +2,8 @@
 
 import json
 
-from libml import data
+from libml.data import names as datanames
+from libml.data.records import count_records
 
 import pytest
 from conftest import run_cli
@@ -58,9 +59,9 @@ def test_every_stage_is_printed_with_its_figures(tiny_run):
 def test_the_counts_are_those_of_the_files(tiny_run):
     _, figures, workdir = tiny_run
     root = str(workdir / 'ml_data')
-    assert data.count_records(data.train_path('cifar10', root)) == 200
-    assert data.count_records(data.test_path('cifar10', root)) == 40
-    label_file, unlabel_file, _ = data.split_paths('cifar10.1@50', root)
-    assert (data.count_records(label_file), data.count_records(unlabel_file)) == (50, 150)
-    assert data.count_records(data.split_paths('cifar10_aug2.1@50', root)[1]) == 450
+    assert count_records(datanames.train_path('cifar10', root)) == 200
+    assert count_records(datanames.test_path('cifar10', root)) == 40
+    label_file, unlabel_file, _ = datanames.split_paths('cifar10.1@50', root)
+    assert (count_records(label_file), count_records(unlabel_file)) == (50, 150)
+    assert count_records(datanames.split_paths('cifar10_aug2.1@50', root)[1]) == 450
     assert figures['labels'] == 50

@@ -5,8 +5,12 @@ import hashlib
 import os
 import subprocess
 
-from libml import data, imagecache, splits
-from libml.utils import UserError
+from libml.data import image_cache, splits
+from libml.data import names as datanames
+from libml.data.dataset import DataSet, balanced_holdout
+from libml.data.records import encode_png, write_records
+from libml.data.streams import DEFAULT_CACHE_MB, WindowLayout, available_memory_mb
+from libml.errors import UserError
 
 import numpy as np
 import pytest
@@ -43,13 +47,13 @@ def build_dataset(root, name='tiny', n_train=200, n_unlabelled=0, n_test=40, siz
     """
     labels = np.array([i % NCLASS for i in range(n_train)])
     labels[n_train - n_unlabelled :] = -1
-    records = [(data.encode_png(image_for(i)), labels[i]) for i in range(n_train)]
-    data.write_records(data.train_path(name, root), records)
-    data.write_records(data.test_path(name, root), [(data.encode_png(image_for(i)), i % NCLASS) for i in range(n_test)])
+    records = [(encode_png(image_for(i)), labels[i]) for i in range(n_train)]
+    write_records(datanames.train_path(name, root), records)
+    write_records(datanames.test_path(name, root), [(encode_png(image_for(i)), i % NCLASS) for i in range(n_test)])
     split = splits.make_split(labels, size, seed, label_size)
-    label_file, unlabel_file, map_file = data.split_paths(f'{name}.{seed}@{size}', root)
-    data.write_records(label_file, [records[i] for i in split['label']])
-    data.write_records(unlabel_file, [records[i] for i in split['unlabel']])
+    label_file, unlabel_file, map_file = datanames.split_paths(f'{name}.{seed}@{size}', root)
+    write_records(label_file, [records[i] for i in split['label']])
+    write_records(unlabel_file, [records[i] for i in split['unlabel']])
     os.makedirs(os.path.dirname(map_file), exist_ok=True)
     splits.write_map(
         map_file,
@@ -95,7 +99,7 @@ def tiny(ml_data):
     ],
 )
 def test_parse_dataset_name_good(text, expected):
-    parsed = data.parse_dataset_name(text)
+    parsed = datanames.parse_dataset_name(text)
     assert (parsed.name, parsed.seed, parsed.size, parsed.valid) == expected
     assert str(parsed) == text
     assert parsed.split == text.rsplit('-', 1)[0]
@@ -115,14 +119,14 @@ def test_parse_dataset_name_good(text, expected):
 )
 def test_parse_dataset_name_bad_shows_pattern(text):
     with pytest.raises(UserError, match=r'<name>\.<seed>@<size>-<valid>'):
-        data.parse_dataset_name(text)
+        datanames.parse_dataset_name(text)
 
 
 def test_parse_plain_names_for_baselines():
-    parsed = data.parse_dataset_name('mydataset-50', allow_plain=True)
+    parsed = datanames.parse_dataset_name('mydataset-50', allow_plain=True)
     assert (parsed.name, parsed.seed, parsed.valid) == ('mydataset', None, 50)
     with pytest.raises(UserError, match='<name>-<valid>'):
-        data.parse_dataset_name('my-dataset-50', allow_plain=True)
+        datanames.parse_dataset_name('my-dataset-50', allow_plain=True)
 
 
 def test_index_code_round_trip():
@@ -135,20 +139,20 @@ def test_index_code_round_trip():
 
 
 def test_attributes_come_from_the_data(tiny, ml_data):
-    ds = data.DataSet.from_name('tiny.1@50-100')
+    ds = DataSet.from_name('tiny.1@50-100')
     assert ds.shape == (SIDE, SIDE, 1)
     assert ds.nclass == NCLASS
     assert ds.class_names == [str(i) for i in range(NCLASS)]
     assert sorted(ds.train_labels.tolist()) == sorted([i % NCLASS for i in tiny['label']])
     assert ds.unlabel_count == 170 - 100
-    data.DataSet.from_name('tiny.1@50-100', nclass=NCLASS, img_size=SIDE)
+    DataSet.from_name('tiny.1@50-100', nclass=NCLASS, img_size=SIDE)
 
 
 def test_class_mapping_sets_names_and_nclass(tiny, ml_data):
     names = {str(i): f'c{i}' for i in range(12)}
-    with open(data.class_mapping_path('tiny', str(ml_data)), 'w') as f:
+    with open(datanames.class_mapping_path('tiny', str(ml_data)), 'w') as f:
         f.write(str(names).replace("'", '"'))
-    ds = data.DataSet.from_name('tiny.1@50-10')
+    ds = DataSet.from_name('tiny.1@50-10')
     assert ds.nclass == 12
     assert ds.class_names[:2] == ['c0', 'c1']
 
@@ -156,35 +160,38 @@ def test_class_mapping_sets_names_and_nclass(tiny, ml_data):
 @pytest.mark.parametrize('kwargs, message', [({'nclass': 7}, '--nclass=7'), ({'img_size': 32}, '--img_size=32')])
 def test_flag_disagreeing_with_data(tiny, kwargs, message):
     with pytest.raises(UserError, match=message):
-        data.DataSet.from_name('tiny.1@50-10', **kwargs)
+        DataSet.from_name('tiny.1@50-10', **kwargs)
 
 
 def test_validation_beyond_held_out_records_is_refused(ml_data):
     build_dataset(str(ml_data), n_train=120, n_unlabelled=40, size=50, label_size=80)
-    data.DataSet.from_name('tiny.1@50-30')
+    DataSet.from_name('tiny.1@50-30')
     with pytest.raises(UserError, match='validation size 31 exceeds the 30 held-out'):
-        data.DataSet.from_name('tiny.1@50-31')
+        DataSet.from_name('tiny.1@50-31')
 
 
 def test_missing_split_is_a_user_error(ml_data):
     with pytest.raises(UserError, match='not found'):
-        data.DataSet.from_name('nothing.1@50-10')
+        DataSet.from_name('nothing.1@50-10')
 
 
 def test_valid_set_is_exactly_the_held_out_head(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-25')
+    ds = DataSet.from_name('tiny.1@50-25')
     images, labels = take_images(ds.eval_valid(8), 1000)
     assert [index_of(x) for x in images] == tiny['unlabel'][:25].tolist()
     assert labels.tolist() == [i % NCLASS for i in tiny['unlabel'][:25]]
-    assert data.DataSet.from_name('tiny.1@50-0').eval_valid(8) is None
+    assert DataSet.from_name('tiny.1@50-0').eval_valid(8) is None
 
 
 def test_train_labelled_batches(ml_data):
     build_dataset(str(ml_data), n_train=100, n_unlabelled=30)
     root = str(ml_data)
     # the whole train file as labelled file: its 30 unlabelled records must never be served
-    ds = data.DataSet(
-        'tiny-0', label_file=data.train_path('tiny', root), test_file=data.test_path('tiny', root), augment='svhn'
+    ds = DataSet(
+        'tiny-0',
+        label_file=datanames.train_path('tiny', root),
+        test_file=datanames.test_path('tiny', root),
+        augment='svhn',
     )
     assert len(ds.train_labels) == 70
     images, labels = take_images(ds.train_labelled(10, seed=1), 140)
@@ -199,7 +206,7 @@ def test_train_labelled_batches(ml_data):
 
 
 def test_train_unlabelled_views(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='svhn')
+    ds = DataSet.from_name('tiny.1@50-100', augment='svhn')
     batch, labels = (t.numpy() for t in next(iter(ds.train_unlabelled(8, ('weak', 'weak'), seed=5))))
     assert batch.shape == (8, 2, SIDE, SIDE, 1) and labels.shape == (8,) and labels.dtype == np.int64
     assert all(index_of(v[0]) == index_of(v[1]) for v in batch)
@@ -210,7 +217,7 @@ def test_train_unlabelled_views(tiny):
 
 
 def test_pipelines_are_reproducible_and_resumable(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='cutout')
+    ds = DataSet.from_name('tiny.1@50-100', augment='cutout')
     first, first_labels = take_images(ds.train_labelled(8, seed=3), 80)
     again, _ = take_images(ds.train_labelled(8, seed=3), 80)
     other, _ = take_images(ds.train_labelled(8, seed=4), 80)
@@ -227,7 +234,7 @@ def test_pipelines_are_reproducible_and_resumable(tiny):
 
 
 def test_eval_pipelines_are_unaugmented_and_labelled(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-10', augment='cutout')
+    ds = DataSet.from_name('tiny.1@50-10', augment='cutout')
     images, labels = take_images(ds.eval_labelled(16), 1000)
     assert [index_of(x) for x in images] == tiny['label'].tolist()
     np.testing.assert_allclose(images[0], image_for(tiny['label'][0]) / 127.5 - 1, atol=1e-6)
@@ -236,7 +243,7 @@ def test_eval_pipelines_are_unaugmented_and_labelled(tiny):
 
 
 def test_resume_when_images_exceed_the_memory_cache(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='svhn', cache_mb=0)
+    ds = DataSet.from_name('tiny.1@50-100', augment='svhn', cache_mb=0)
     stream, labels = take_images(ds.train_labelled(8, seed=2), 72)
     resumed, resumed_labels = take_images(ds.train_labelled(8, seed=2, start=48), 24)
     np.testing.assert_array_equal(resumed, stream[48:72])
@@ -322,7 +329,7 @@ def digest(array):
 
 @pytest.mark.parametrize('start', [0, 93])
 def test_cached_streams_are_unchanged(tiny, start):
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+    ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
     images, _ = take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=start), 24)
     assert images.shape == (24, 2, SIDE, SIDE, 1)
     assert (digest(images), [index_of(v[0]) for v in images]) == GOLDEN['unlabelled', start]
@@ -335,7 +342,7 @@ def test_cached_streams_are_unchanged(tiny, start):
 
 
 def test_unlabelled_views_by_kind(tiny):
-    ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+    ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
     weak_weak, _ = take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5), 8)
     weak_strong, _ = take_images(ds.train_unlabelled(8, ('weak', 'strong'), seed=5), 8)
     # view 0 is seeded by (seed, 0, i) whatever the other views are
@@ -348,7 +355,7 @@ def test_unlabelled_views_by_kind(tiny):
 
 def test_unlabelled_stream_needs_an_unlabel_file(ml_data):
     build_dataset(str(ml_data))
-    ds = data.DataSet.from_records('tiny-10', data.train_path('tiny'), data.test_path('tiny'), 10)
+    ds = DataSet.from_records('tiny-10', datanames.train_path('tiny'), datanames.test_path('tiny'), 10)
     with pytest.raises(UserError, match='no unlabelled file'):
         ds.train_unlabelled(8, ('weak',), seed=1)
 
@@ -360,8 +367,8 @@ def test_memory_budget_is_shared_labelled_first(ml_data):
     # 64x64x3 images of 12 KiB: 50 labelled = 600 KiB, 70 unlabelled = 840 KiB (+ 10 validation)
     train, test = files(ml_data, [(grey(64, 3), i % 2) for i in range(50)], [(grey(64, 3), 0)] * 2)
     unlabel = str(ml_data / 'x-unlabel.tfrecord')
-    write_raw(unlabel, [{'image': data.encode_png(grey(64, 3)), 'label': -1}] * 80)
-    cached = lambda mib: data.DataSet('x', train, test, unlabel, valid=10, cache_mb=mib).cached  # noqa: E731
+    write_raw(unlabel, [{'image': encode_png(grey(64, 3)), 'label': -1}] * 80)
+    cached = lambda mib: DataSet('x', train, test, unlabel, valid=10, cache_mb=mib).cached  # noqa: E731
     assert cached(0) == {False: False, True: False}
     assert cached(1) == {False: True, True: False}  # 1024 KiB - 600 KiB leave too little for 840 KiB
     assert cached(2) == {False: True, True: True}
@@ -370,13 +377,13 @@ def test_memory_budget_is_shared_labelled_first(ml_data):
 def test_default_cache_is_half_the_available_memory(tiny):
     with open('/proc/meminfo') as f:
         available = next(int(line.split()[1]) for line in f if line.startswith('MemAvailable:')) >> 10
-    assert abs(data.available_memory_mb() - available) < 0.1 * available + 64
-    assert data.DataSet.from_name('tiny.1@50-10').cache_mb == data.DEFAULT_CACHE_MB
+    assert abs(available_memory_mb() - available) < 0.1 * available + 64
+    assert DataSet.from_name('tiny.1@50-10').cache_mb == DEFAULT_CACHE_MB
 
 
 def test_streamed_equals_cached_when_a_window_holds_the_epoch(tiny):
-    cached = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
-    streamed = data.DataSet.from_name('tiny.1@50-100', augment='cifar10', cache_mb=0)
+    cached = DataSet.from_name('tiny.1@50-100', augment='cifar10')
+    streamed = DataSet.from_name('tiny.1@50-100', augment='cifar10', cache_mb=0)
     assert all(cached.cached.values()) and not any(streamed.cached.values())
     # 93 = one 50-image epoch + 43 (labelled), one 70-image epoch + 23 (unlabelled); 64 images cross an epoch
     a, a_labels = take_images(cached.train_labelled(8, seed=3, start=93), 64)
@@ -390,11 +397,11 @@ def test_streamed_equals_cached_when_a_window_holds_the_epoch(tiny):
 
 
 def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monkeypatch):
-    monkeypatch.setattr(imagecache, 'MIN_RECORDS', 1)
-    unlabel = data.split_paths('tiny.1@50', str(ml_data))[1]
+    monkeypatch.setattr(image_cache, 'MIN_RECORDS', 1)
+    unlabel = datanames.split_paths('tiny.1@50', str(ml_data))[1]
 
     def stream():
-        ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+        ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
         return take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)[0]
 
     first = stream()  # decodes, writes the cache
@@ -403,8 +410,8 @@ def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monke
     assert not [n for n in os.listdir(os.path.dirname(unlabel)) if n.endswith('.tmp')]
     np.testing.assert_array_equal(stream(), first)  # read back
     with open(cache, 'r+b') as f:  # a later start reads the cache: white pixels show through
-        f.seek(imagecache.HEADER)
-        f.write(b'\xff' * (os.path.getsize(cache) - imagecache.HEADER))
+        f.seek(image_cache.HEADER)
+        f.write(b'\xff' * (os.path.getsize(cache) - image_cache.HEADER))
     assert (stream() == 1).all()
     os.utime(unlabel, ns=(1, 1))  # the record file changed: the stale cache is decoded again
     np.testing.assert_array_equal(stream(), first)
@@ -412,11 +419,11 @@ def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monke
 
 
 def test_decoded_images_are_not_cached_in_a_read_only_folder(ml_data, monkeypatch):
-    monkeypatch.setattr(imagecache, 'MIN_RECORDS', 1)
+    monkeypatch.setattr(image_cache, 'MIN_RECORDS', 1)
     with tmpfs(ml_data / 'SSL', 'size=4m') as ssl:
         build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
         subprocess.run(['mount', '-o', 'remount,ro', str(ssl)], check=True)
-        ds = data.DataSet.from_name('tiny.1@50-100', augment='cifar10')
+        ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
         images, _ = take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)
         assert digest(images) == GOLDEN['unlabelled', 93][0]
         assert not [n for n in os.listdir(ssl) if not n.endswith(('.tfrecord', '.json'))]
@@ -458,10 +465,10 @@ def test_streamed_order_follows_the_window_layout(ml_data):
     # robin: records 0..9) leave 190 training records 10..199. shuffle_buffer=130: blocks of 3
     # records, 43 blocks (129 records) per window, 63 whole blocks + a short one of 1 record.
     build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-    ds = data.DataSet.from_records(
-        'tiny-10', data.train_path('tiny'), data.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=130
+    ds = DataSet.from_records(
+        'tiny-10', datanames.train_path('tiny'), datanames.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=130
     )
-    layout = data.WindowLayout(190, 130)
+    layout = WindowLayout(190, 130)
     assert (layout.block, layout.per_window, layout.full, layout.blocks, layout.windows) == (3, 43, 63, 64, 2)
     images, labels = take_images(ds.train_labelled(10, seed=4), 3 * 190)
     served = np.array([index_of(x) for x in images])
@@ -480,8 +487,8 @@ def bytes_read():
 @pytest.mark.skipif(not os.path.exists('/proc/self/io'), reason='needs Linux /proc/self/io')
 def test_late_resume_of_a_streamed_file_reads_about_one_window(ml_data):
     build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-    path = data.train_path('tiny')
-    ds = data.DataSet.from_records('tiny-10', path, data.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=20)
+    path = datanames.train_path('tiny')
+    ds = DataSet.from_records('tiny-10', path, datanames.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=20)
     start = 5 * 190 + 17  # 5 epochs and 17 images
     take_images(ds.train_labelled(8, seed=2, start=start), 8)  # AutoGraph reads sources the first time only
     before = bytes_read()
@@ -501,18 +508,18 @@ def test_late_resume_of_a_streamed_file_reads_about_one_window(ml_data):
 def test_balanced_holdout_by_hand():
     labels = np.array([0, 0, 0, 1, 1, -1, 2, 2, 2, 2])
     # rank 0: records 0 (class 0), 3 (1), 6 (2); rank 1: 1, 4, 7; rank 2: 2, 8 (class 1 has run out)
-    assert data.balanced_holdout(labels, 3).tolist() == [0, 3, 6]
-    assert data.balanced_holdout(labels, 5).tolist() == [0, 1, 3, 4, 6]
-    assert data.balanced_holdout(labels, 8).tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert balanced_holdout(labels, 3).tolist() == [0, 3, 6]
+    assert balanced_holdout(labels, 5).tolist() == [0, 1, 3, 4, 6]
+    assert balanced_holdout(labels, 8).tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
 
 
 def test_baseline_validation_is_class_balanced_and_never_trained_on(ml_data):
     # A custom train file sorted by class (as create_datasets.py custom writes it): 20 of each of
     # 10 classes, then 20 unlabelled.
     labels = np.concatenate([np.repeat(np.arange(NCLASS), 20), np.full(20, -1)])
-    data.write_records(data.train_path('sorted'), [(data.encode_png(image_for(i)), y) for i, y in enumerate(labels)])
-    data.write_records(data.test_path('sorted'), [(data.encode_png(image_for(i)), i % NCLASS) for i in range(20)])
-    ds = data.DataSet.from_records('sorted-50', data.train_path('sorted'), data.test_path('sorted'), 50)
+    write_records(datanames.train_path('sorted'), [(encode_png(image_for(i)), y) for i, y in enumerate(labels)])
+    write_records(datanames.test_path('sorted'), [(encode_png(image_for(i)), i % NCLASS) for i in range(20)])
+    ds = DataSet.from_records('sorted-50', datanames.train_path('sorted'), datanames.test_path('sorted'), 50)
     images, valid_labels = take_images(ds.eval_valid(16), 1000)
     held = [index_of(x) for x in images]
     assert np.bincount(valid_labels, minlength=NCLASS).tolist() == [5] * NCLASS
@@ -523,8 +530,13 @@ def test_baseline_validation_is_class_balanced_and_never_trained_on(ml_data):
         source = (
             ds
             if not streamed
-            else data.DataSet.from_records(
-                'sorted-50', data.train_path('sorted'), data.test_path('sorted'), 50, cache_mb=0, shuffle_buffer=40
+            else DataSet.from_records(
+                'sorted-50',
+                datanames.train_path('sorted'),
+                datanames.test_path('sorted'),
+                50,
+                cache_mb=0,
+                shuffle_buffer=40,
             )
         )
         trained, _ = take_images(source.train_labelled(10, seed=1), 300)
@@ -557,9 +569,9 @@ def grey(side, channels, value=0):
 
 def files(ml_data, train, test):
     """Writes x-train/x-test.tfrecord from lists of (image array or bytes, label); returns their paths."""
-    paths = data.train_path('x'), data.test_path('x')
+    paths = datanames.train_path('x'), datanames.test_path('x')
     for path, records in zip(paths, (train, test)):
-        write_raw(path, [{'image': x if isinstance(x, bytes) else data.encode_png(x), 'label': y} for x, y in records])
+        write_raw(path, [{'image': x if isinstance(x, bytes) else encode_png(x), 'label': y} for x, y in records])
     return paths
 
 
@@ -571,13 +583,13 @@ def test_test_file_of_another_shape_is_refused(ml_data, train_shape, test_shape)
         match=rf'^{test} holds {test_shape[0]}x{test_shape[0]}x{test_shape[1]} images .*'
         rf'{train} holds 16x16x{train_shape[1]}: re-create',
     ):
-        data.DataSet.from_records('x-2', train, test, 2)
+        DataSet.from_records('x-2', train, test, 2)
 
 
 def test_first_record_not_an_image(ml_data):
     train, test = files(ml_data, [(b'not a png', 0)] + [(grey(16, 1), 1)] * 7, [(grey(16, 1), 0)] * 4)
     with pytest.raises(UserError, match=rf'^{train}: the "image" of record 0 is not a PNG image .*: rebuild it'):
-        data.DataSet.from_records('x-2', train, test, 2)
+        DataSet.from_records('x-2', train, test, 2)
 
 
 @pytest.mark.parametrize('cache_mb', [None, 0], ids=['cached', 'streamed'])
@@ -585,13 +597,13 @@ def test_first_record_not_an_image(ml_data):
     'bad, message',
     [
         (b'GARBAGE!', 'holds no PNG image'),
-        (data.encode_png(grey(24, 1)), 'holds a 24x24 image where its first image is 16x16'),
+        (encode_png(grey(24, 1)), 'holds a 24x24 image where its first image is 16x16'),
     ],
     ids=['not-an-image', 'another-size'],
 )
 def test_a_bad_record_deep_in_a_file_names_the_file(ml_data, cache_mb, bad, message):
     train, test = files(ml_data, [(grey(16, 1, i), i % 2) for i in range(30)] + [(bad, 1)], [(grey(16, 1), 0)] * 4)
-    ds = data.DataSet.from_records('x-2', train, test, 2, cache_mb=cache_mb)  # the first records are fine
+    ds = DataSet.from_records('x-2', train, test, 2, cache_mb=cache_mb)  # the first records are fine
     # cached: raised while decoding into memory; streamed: while iterating
     with pytest.raises(UserError, match=f'^{train}: a record {message}'), ds.pipeline_errors():
         take_images(ds.train_labelled(8, seed=0), 64)
@@ -602,27 +614,27 @@ def test_a_bad_record_deep_in_a_file_names_the_file(ml_data, cache_mb, bad, mess
 def test_other_errors_pass_through_pipeline_errors(tiny):
     import tensorflow as tf
 
-    ds = data.DataSet.from_name('tiny.1@50-10')
+    ds = DataSet.from_name('tiny.1@50-10')
     with pytest.raises(tf.errors.InvalidArgumentError), ds.pipeline_errors():
         tf.debugging.assert_equal(1, 2, message='model trouble')
 
 
 @pytest.mark.parametrize('missing', ['label', 'image'])
 def test_records_without_a_feature(ml_data, missing):
-    records = [{'image': data.encode_png(grey(16, 1)), 'label': i % 2} for i in range(6)]
+    records = [{'image': encode_png(grey(16, 1)), 'label': i % 2} for i in range(6)]
     del records[4][missing]
-    write_raw(data.train_path('x'), records)
-    write_raw(data.test_path('x'), records[:2])
+    write_raw(datanames.train_path('x'), records)
+    write_raw(datanames.test_path('x'), records[:2])
     with pytest.raises(
         UserError,
-        match=rf'^{data.train_path("x")}: record 4 has no "{missing}" feature: '
+        match=rf'^{datanames.train_path("x")}: record 4 has no "{missing}" feature: '
         'every record needs',
     ):
-        data.DataSet.from_records('x-2', data.train_path('x'), data.test_path('x'), 2)
+        DataSet.from_records('x-2', datanames.train_path('x'), datanames.test_path('x'), 2)
     del records[0][missing]
-    write_raw(data.train_path('x'), records)
+    write_raw(datanames.train_path('x'), records)
     with pytest.raises(UserError, match=rf'record 0 has no single "{missing}" value'):
-        data.DataSet.from_records('x-2', data.train_path('x'), data.test_path('x'), 2)
+        DataSet.from_records('x-2', datanames.train_path('x'), datanames.test_path('x'), 2)
 
 
 def test_truncated_file(ml_data):
@@ -634,7 +646,7 @@ def test_truncated_file(ml_data):
     with pytest.raises(
         UserError, match=rf"^{train} is truncated \(its record at byte \d+ is cut short[^']*: rebuild it"
     ):
-        data.DataSet.from_records('x-2', train, test, 2)
+        DataSet.from_records('x-2', train, test, 2)
 
 
 @pytest.mark.parametrize(
@@ -655,17 +667,17 @@ def test_validation_beyond_capacity_suggests_what_works(ml_data, label_size, fix
         match=r'^--dataset=tiny.1@50-99999: validation size 99999 exceeds the \d+ '
         r'held-out labelled records at the head of .*: ' + fixes,
     ) as error:
-        data.DataSet.from_name('tiny.1@50-99999')
+        DataSet.from_name('tiny.1@50-99999')
     assert 'make_aug_copy' not in str(error.value)
 
 
 def test_validation_beyond_an_augmented_copy_suggests_its_valid_size(ml_data):
     build_dataset(str(ml_data), n_train=220, n_unlabelled=20)  # tiny.1@50 holds 150 held-out records
-    label, unlabel, map_file = data.split_paths('tiny_aug2.1@50')
-    for source, target in zip(data.split_paths('tiny.1@50')[:2], (label, unlabel)):
+    label, unlabel, map_file = datanames.split_paths('tiny_aug2.1@50')
+    for source, target in zip(datanames.split_paths('tiny.1@50')[:2], (label, unlabel)):
         with open(source, 'rb') as f, open(target, 'wb') as g:
             g.write(f.read())
-    with open(data.test_path('tiny'), 'rb') as f, open(data.test_path('tiny_aug2'), 'wb') as g:
+    with open(datanames.test_path('tiny'), 'rb') as f, open(datanames.test_path('tiny_aug2'), 'wb') as g:
         g.write(f.read())
     splits.write_map(map_file, {'source': 'tiny.1@50', 'valid_capacity': 30, 'clean_head': 30, 'label_size': None})
     with pytest.raises(
@@ -673,6 +685,6 @@ def test_validation_beyond_an_augmented_copy_suggests_its_valid_size(ml_data):
         match=r'use <valid> <= 30 \(e.g. --dataset=tiny_aug2.1@50-30\), or re-run '
         r'scripts/make_aug_copy.py --aug_dataset=tiny.1@50 --valid_size=40 --overwrite$',
     ):
-        data.DataSet.from_name('tiny_aug2.1@50-40')
+        DataSet.from_name('tiny_aug2.1@50-40')
     with pytest.raises(UserError, match=r'--valid_size=150 --overwrite$'):
-        data.DataSet.from_name('tiny_aug2.1@50-400')
+        DataSet.from_name('tiny_aug2.1@50-400')

@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 
-from libml import distribute
-from libml.utils import UserError
+from libml.errors import UserError
+from libml.train import precision, replicas
 
 import numpy as np
 import pytest
@@ -21,8 +21,8 @@ MIRRORED_SCRIPT = """
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from libml import distribute
-from libml.utils import UserError
+from libml.errors import UserError
+from libml.train import replicas
 from plain import make_trainer
 import realmix
 
@@ -31,7 +31,7 @@ def replicas_agree(variables):
     return all(np.array_equal(v.values[0].numpy(), v.values[1].numpy()) for v in variables)
 
 
-mirrored = distribute.get('mirrored')
+mirrored = replicas.get('mirrored')
 assert mirrored.num_replicas_in_sync == 2
 one, two = make_trainer(), make_trainer(strategy=mirrored)
 dataset = one.dataset
@@ -50,7 +50,7 @@ for half in (slice(0, 8), slice(8, 16)):
 mean_grads = [(a + b) / 2 for a, b in zip(*grads)]
 one._apply(mean_grads, tf.constant(one.config.lr))
 
-batches = iter(distribute.distribute_dataset(mirrored, tf.data.Dataset.from_tensor_slices((x, y)).batch(16)))
+batches = iter(replicas.distribute_dataset(mirrored, tf.data.Dataset.from_tensor_slices((x, y)).batch(16)))
 streams = two.train_streams(0)
 step = two.compiled_step([s.element_spec for s in streams])
 stats = step(next(batches))
@@ -164,22 +164,22 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(digits, tmp_pat
 def test_multiworker_without_tf_config_is_a_clear_error(monkeypatch):
     monkeypatch.delenv('TF_CONFIG', raising=False)
     with pytest.raises(UserError, match=r'needs \$TF_CONFIG'):
-        distribute.get('multiworker')
+        replicas.get('multiworker')
     monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
     with pytest.raises(UserError, match='not a valid cluster'):
-        distribute.get('multiworker')
+        replicas.get('multiworker')
 
 
 def test_precision_policy():
-    assert distribute.compute_dtype(False) == ('float32', None)
-    assert distribute.compute_dtype(True, use_gpu=True) == ('float16', None)
-    dtype, notice = distribute.compute_dtype(True, use_gpu=False)
+    assert precision.compute_dtype(False) == ('float32', None)
+    assert precision.compute_dtype(True, use_gpu=True) == ('float16', None)
+    dtype, notice = precision.compute_dtype(True, use_gpu=False)
     assert dtype in ('bfloat16', 'float32') and notice.startswith('--mixed_precision on CPU')
-    assert (dtype == 'bfloat16') == distribute._native_bfloat16()
+    assert (dtype == 'bfloat16') == precision._native_bfloat16()
 
 
 def test_float16_step_skips_overflowing_updates_and_adapts_the_loss_scale(digits, monkeypatch):
-    monkeypatch.setattr(distribute, 'compute_dtype', lambda mixed_precision: ('float16', None))
+    monkeypatch.setattr(precision, 'compute_dtype', lambda mixed_precision: ('float16', None))
     trainer = make_trainer(mixed_precision=True)
     assert trainer.model.stem.compute_dtype == tf.float16 and trainer.loss_scale is not None
     trainer.loss_scale.period = 2

@@ -3,7 +3,7 @@
 Checkpoints are written here exactly as the training loop writes them (model, ema_model,
 optimizer, images_seen), with raw-model batch-norm statistics that differ from the EMA model's
 stale ones, so an export that forgets to copy them gives other probabilities. References are
-computed in this process from the models themselves and from Pillow (libml.images.load_image),
+computed in this process from the models themselves and from Pillow (libml.data.image_files.load_image),
 never through libml/export.py.
 """
 
@@ -13,8 +13,10 @@ import os
 import subprocess
 import sys
 
-from libml import export, images, models
-from libml.utils import UserError
+from libml import models
+from libml.data import image_files
+from libml.errors import UserError
+from libml.serve import export, preprocess
 
 import numpy as np
 import pytest
@@ -94,7 +96,7 @@ def _images(folder, kind, rng):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     """Two exported runs: 'grey' (16x16x1, 3 named classes) by ./scripts/export.py, 'rgb' (8x8x3, no
-    class mapping) by libml.export.export; with their models, image files and reference probabilities."""
+    class mapping) by libml.serve.export.export; with their models, image files and reference probabilities."""
     base = tmp_path_factory.mktemp('export')
     root = base / 'ml_data'
     root.mkdir()
@@ -116,7 +118,7 @@ def runs(tmp_path_factory):
         }
         _write_run(str(run_dir), model, ema_model, args)
         files = _images(base, kind, rng)
-        pixels = np.stack([images.load_image(f, size=SHAPE[kind][0], channels=SHAPE[kind][2]) for f in files])
+        pixels = np.stack([image_files.load_image(f, size=SHAPE[kind][0], channels=SHAPE[kind][2]) for f in files])
         probs, stale = _reference(model, ema_model, pixels)
         out[kind] = {
             'run_dir': str(run_dir),
@@ -314,7 +316,7 @@ def test_resize_is_pillows_bilinear(seed):
         pil = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).resize((ow, oh), Image.BILINEAR)
         expected = np.asarray(pil).reshape(oh, ow, channels)
         np.testing.assert_array_equal(
-            export.pil_resize(pixels, oh, ow).numpy(), expected, err_msg=f'{h}x{w}->{oh}x{ow}'
+            preprocess.pil_resize(pixels, oh, ow).numpy(), expected, err_msg=f'{h}x{w}->{oh}x{ow}'
         )
 
 
@@ -335,7 +337,7 @@ def test_decoding_and_channels_are_pillows(mode, fmt):
     data = buf.getvalue()
     for target, channels in (('L', 1), ('RGB', 3)):
         expected = np.asarray(Image.open(io.BytesIO(data)).convert(target)).reshape(9, 14, channels)
-        got = export.to_channels(export.decode(tf.constant(data)), channels).numpy()
+        got = preprocess.to_channels(preprocess.decode(tf.constant(data)), channels).numpy()
         np.testing.assert_array_equal(got, expected, err_msg=f'{fmt} {mode} -> {target}')
 
 

@@ -6,9 +6,9 @@ import json
 import os
 import re
 
-from libml.builders import idx, writer
-from libml.builders.download import Sources
-from libml.utils import UserError
+from libml.data.builders import idx, writer
+from libml.data.builders.download import Sources
+from libml.errors import UserError
 
 import archives
 import numpy as np

@@ -1,6 +1,7 @@
 """The shared training loop in-process: one step's exact arithmetic, no retracing, labelled-only baselines."""
 
-from libml import data
+from libml.data.dataset import DataSet
+from libml.data.records import encode_png, write_records
 
 import numpy as np
 import tensorflow as tf
@@ -41,12 +42,12 @@ def test_compiled_step_is_traced_once(digits):
 
 def test_baseline_data_never_contains_unlabelled_records(ml_data):
     rng = np.random.RandomState(0)
-    labelled = [(data.encode_png(rng.randint(0, 200, (8, 8, 1))), i % 3) for i in range(12)]
-    unlabelled = [(data.encode_png(np.full((8, 8, 1), 255)), -1) for _ in range(12)]
+    labelled = [(encode_png(rng.randint(0, 200, (8, 8, 1))), i % 3) for i in range(12)]
+    unlabelled = [(encode_png(np.full((8, 8, 1), 255)), -1) for _ in range(12)]
     mixed = [r for pair in zip(labelled, unlabelled) for r in pair]
-    data.write_records(str(ml_data / 'mix-train.tfrecord'), mixed)
-    data.write_records(str(ml_data / 'mix-test.tfrecord'), labelled[:3])
-    dataset = data.DataSet.from_records(
+    write_records(str(ml_data / 'mix-train.tfrecord'), mixed)
+    write_records(str(ml_data / 'mix-test.tfrecord'), labelled[:3])
+    dataset = DataSet.from_records(
         'mix-2', str(ml_data / 'mix-train.tfrecord'), str(ml_data / 'mix-test.tfrecord'), valid=2
     )
     assert len(dataset.train_labels) == 10

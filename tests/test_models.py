@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 from libml import maths, models
-from libml.utils import UserError
+from libml.errors import UserError
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
-"""Adam and SGD (libml/optimizer.py) against numpy written-out update rules and Keras's optimizers."""
+"""Adam and SGD (libml/optimizers.py) against numpy written-out update rules and Keras's optimizers."""
 
-from libml import optimizer
-from libml.utils import UserError
+from libml.errors import UserError
+from libml.train import optimizers
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def _run(opt_factory, lrs, steps=3):
 
 def test_sgd_nesterov_one_step_by_hand():
     v = tf.Variable([1.0, 2.0])
-    opt = optimizer.SGD([v], momentum=0.9, nesterov=True)
+    opt = optimizers.SGD([v], momentum=0.9, nesterov=True)
     opt.apply([tf.constant([0.5, -1.0])], [v], tf.constant(0.1))
     # a = g; w -= 0.1 * (g + 0.9 g) = 0.19 g.
     np.testing.assert_allclose(v.numpy(), [1.0 - 0.095, 2.0 + 0.19], rtol=1e-6)
@@ -43,7 +43,7 @@ def test_sgd_nesterov_one_step_by_hand():
 @pytest.mark.parametrize('nesterov', [True, False])
 def test_sgd_matches_numpy_with_a_changing_learning_rate(nesterov):
     lrs = [0.1, 0.05, 0.02]
-    got, _ = _run(lambda vs: optimizer.SGD(vs, momentum=0.9, nesterov=nesterov), lrs)
+    got, _ = _run(lambda vs: optimizers.SGD(vs, momentum=0.9, nesterov=nesterov), lrs)
     # TensorFlow's MomentumOptimizer form: a = m a + g; w -= lr (g + m a) (Nesterov) or lr a.
     weights = [w.astype(np.float64) for w in W0]
     accum = [np.zeros_like(w) for w in weights]
@@ -57,7 +57,7 @@ def test_sgd_matches_numpy_with_a_changing_learning_rate(nesterov):
 
 @pytest.mark.parametrize('nesterov', [True, False])
 def test_sgd_matches_keras_at_constant_learning_rate(nesterov):
-    got, _ = _run(lambda vs: optimizer.SGD(vs, momentum=0.9, nesterov=nesterov), [0.03] * 3)
+    got, _ = _run(lambda vs: optimizers.SGD(vs, momentum=0.9, nesterov=nesterov), [0.03] * 3)
     variables = _variables()
     keras_opt = tf.keras.optimizers.SGD(learning_rate=0.03, momentum=0.9, nesterov=nesterov)
     for grads in GRADS:
@@ -68,7 +68,7 @@ def test_sgd_matches_keras_at_constant_learning_rate(nesterov):
 
 def test_adam_matches_keras_with_a_per_step_learning_rate():
     lrs = [0.01, 0.002, 0.005]
-    got, opt = _run(optimizer.Adam, lrs)
+    got, opt = _run(optimizers.Adam, lrs)
     variables = _variables()
     keras_opt = tf.keras.optimizers.Adam(learning_rate=lrs[0], beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     for lr, grads in zip(lrs, GRADS):
@@ -81,13 +81,13 @@ def test_adam_matches_keras_with_a_per_step_learning_rate():
 
 def test_adam_first_step_by_hand():
     v = tf.Variable([1.0, -1.0])
-    optimizer.Adam([v]).apply([tf.constant([0.3, -2.0])], [v], tf.constant(0.01))
+    optimizers.Adam([v]).apply([tf.constant([0.3, -2.0])], [v], tf.constant(0.01))
     # t = 1: m = 0.1 g, v = 0.001 g^2, step = lr sqrt(0.001) / 0.1 * m / (sqrt(v) + eps) ~ lr sign(g).
     np.testing.assert_allclose(v.numpy(), [0.99, -0.99], rtol=1e-6)
 
 
 def test_apply_inside_xla_with_a_scheduled_learning_rate():
-    for factory in (optimizer.Adam, optimizer.SGD):
+    for factory in (optimizers.Adam, optimizers.SGD):
         eager, _ = _run(factory, [0.1, 0.05, 0.02])
         variables = _variables()
         opt = factory(variables)
@@ -101,7 +101,7 @@ def test_apply_inside_xla_with_a_scheduled_learning_rate():
 def test_adam_checkpoint_keys_are_the_released_ones(tmp_path):
     """Checkpoints written before the per-step learning rate (keys below) still restore."""
     variables = _variables()
-    opt = optimizer.Adam(variables)
+    opt = optimizers.Adam(variables)
     path = tf.train.Checkpoint(optimizer=opt).write(str(tmp_path / 'ckpt'))
     keys = {name for name, _ in tf.train.list_variables(path)} - {'_CHECKPOINTABLE_OBJECT_GRAPH'}
     suffix = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -111,14 +111,14 @@ def test_adam_checkpoint_keys_are_the_released_ones(tmp_path):
 @pytest.mark.parametrize('name', ['adam', 'sgd'])
 def test_checkpoint_round_trip_resumes_exactly(name, tmp_path):
     lrs = [0.1, 0.05, 0.02]
-    straight, _ = _run(lambda vs: optimizer.create(name, vs), lrs)
+    straight, _ = _run(lambda vs: optimizers.create(name, vs), lrs)
     variables = _variables()
-    opt = optimizer.create(name, variables)
+    opt = optimizers.create(name, variables)
     checkpoint = tf.train.Checkpoint(optimizer=opt, weights=variables)
     opt.apply([tf.constant(g) for g in GRADS[0]], variables, tf.constant(lrs[0]))
     path = checkpoint.write(str(tmp_path / 'ckpt'))
     fresh = _variables()
-    resumed = optimizer.create(name, fresh)
+    resumed = optimizers.create(name, fresh)
     tf.train.Checkpoint(optimizer=resumed, weights=fresh).read(path).assert_consumed()
     assert int(resumed.iterations) == 1
     for k in (1, 2):
@@ -132,17 +132,17 @@ def test_checkpoint_round_trip_resumes_exactly(name, tmp_path):
 
 def test_create():
     variables = _variables()
-    adam = optimizer.create('adam', variables)
-    assert isinstance(adam, optimizer.Adam) and (adam.beta1, adam.beta2, adam.epsilon) == (0.9, 0.999, 1e-8)
-    sgd = optimizer.create('sgd', variables, momentum=0.5, nesterov=False)
-    assert isinstance(sgd, optimizer.SGD) and (sgd.momentum, sgd.nesterov) == (0.5, False)
+    adam = optimizers.create('adam', variables)
+    assert isinstance(adam, optimizers.Adam) and (adam.beta1, adam.beta2, adam.epsilon) == (0.9, 0.999, 1e-8)
+    sgd = optimizers.create('sgd', variables, momentum=0.5, nesterov=False)
+    assert isinstance(sgd, optimizers.SGD) and (sgd.momentum, sgd.nesterov) == (0.5, False)
     assert len(sgd.velocity) == 2 and sgd.velocity[0].shape == (2, 2)
-    assert optimizer.create('sgd', variables).nesterov
+    assert optimizers.create('sgd', variables).nesterov
     with pytest.raises(UserError, match='adam, sgd'):
-        optimizer.create('rmsprop', variables)
+        optimizers.create('rmsprop', variables)
 
 
 def test_old_positional_learning_rate_is_refused():
     """`Adam(variables, lr)` (the constant-lr signature) must not silently become beta1."""
     with pytest.raises(TypeError):
-        optimizer.Adam(_variables(), 0.002)
+        optimizers.Adam(_variables(), 0.002)

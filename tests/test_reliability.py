@@ -5,8 +5,11 @@ import os
 import re
 import shutil
 
-from libml import cli, config, data, events, run, rundir
-from libml.utils import UserError
+from libml import cli, config
+from libml.data.streams import DEFAULT_CACHE_MB
+from libml.errors import UserError
+from libml.report import events
+from libml.train import run, run_folder
 
 import pytest
 from conftest import TINY_TRAIN, run_cli
@@ -78,7 +81,7 @@ def test_a_bad_flag_is_one_line_before_anything_is_written(digits, tmp_path):
 
 def test_a_second_trainer_of_the_same_run_dir_fails_fast(digits, tmp_path):
     args = [f'--dataset={DATASET}', f'--train_dir={tmp_path}', '--train_kimg=1'] + TINY_TRAIN
-    lock = rundir.Lock(run_dir_of(args))  # a training process holding the run dir
+    lock = run_folder.Lock(run_dir_of(args))  # a training process holding the run dir
     try:
         proc = run_cli(['realmix.py'] + args, ml_data=digits, check=False)
     finally:
@@ -144,7 +147,7 @@ def test_resume_skips_an_unreadable_newest_checkpoint(trained, digits, tmp_path,
     newest = damaged_copy(run_dir, tmp_path, damage)
     args = [f'--dataset={DATASET}', f'--train_dir={tmp_path}'] + TINY_TRAIN
     trainer = run.make_trainer(cli.parse(realmix.RealMix, args), realmix.RealMix)
-    assert rundir.resume(trainer, os.path.dirname(os.path.dirname(newest))) == 1024
+    assert run_folder.resume(trainer, os.path.dirname(os.path.dirname(newest))) == 1024
     out = capsys.readouterr().out
     assert f'warning: skipping unreadable checkpoint {newest}' in out
     assert 'Resuming from ' + newest.replace('2048', '1024') in out
@@ -181,7 +184,7 @@ def test_automatic_cache_size_is_pinned_by_the_run_for_an_exact_resume(tmp_path)
     cfg = config.build(realmix.RealMix, train_dir=str(tmp_path))
     run_dir = config.run_dir(cfg, realmix.RealMix)
     first = run.pinned_cache(cfg, run_dir)
-    assert first.cache_mb == data.DEFAULT_CACHE_MB > 0
-    rundir.write_status(run_dir, cache_mb=123)  # what the run's first session used
+    assert first.cache_mb == DEFAULT_CACHE_MB > 0
+    run_folder.write_status(run_dir, cache_mb=123)  # what the run's first session used
     assert run.pinned_cache(cfg, run_dir).cache_mb == 123
     assert run.pinned_cache(cfg.replace(cache_mb=0), run_dir).cache_mb == 0  # an explicit value wins

@@ -3,7 +3,11 @@
 import glob
 import os
 
-from libml import config, data, pictures, report, run
+from libml import config
+from libml.data.records import read_labels
+from libml.report import pictures
+from libml.report.reporter import Reporter, hparams
+from libml.train import run
 
 import numpy as np
 import pytest
@@ -137,7 +141,7 @@ def test_ict_pictures_mix_each_unlabelled_row_with_its_mirror():
 def test_hparams_are_the_run_dir_settings_the_algorithm_ones_and_its_name():
     from realmix import RealMix
 
-    values = report.hparams(config.build(RealMix, lr=0.01, w_match=10.0), RealMix)
+    values = hparams(config.build(RealMix, lr=0.01, w_match=10.0), RealMix)
     assert values['algorithm'] == 'RealMix' and values['lr'] == 0.01 and values['w_match'] == 10.0
     assert values['dataset'] == 'digits.1@50-250' and values['tsa'] == 'linear_schedule'
     assert {'batch', 'filters', 'seed', 'augment', 'train_kimg', 'uratio', 'optimizer'} <= set(values)
@@ -196,7 +200,7 @@ def test_a_run_writes_pictures_confusion_matrix_hparams_and_medians_once_per_run
     assert steps_of(events, 'confusion_matrix/test') == [1024, 2048]
     assert plugins['confusion_matrix/test_counts'] == 'text'
 
-    test_labels = data.read_labels(str(digits / 'digits-test.tfrecord'))
+    test_labels = read_labels(str(digits / 'digits-test.tfrecord'))
     assert len(test_labels) == 500
     for step in (1024, 2048):
         [text] = [
@@ -224,7 +228,7 @@ def test_a_run_writes_pictures_confusion_matrix_hparams_and_medians_once_per_run
 
     # A later session of the run dir (as after a resume): pictures again at its first report, hparams not
     # written twice, and the median taken over the earlier session's reports too.
-    reporter = report.Reporter(trainer, run_dir)
+    reporter = Reporter(trainer, run_dir)
     tags = reporter.report(3072, {'xe': 1.0, 'overall': 1.0}, 100.0)
     reporter.close()
     events = read_events(folder)
@@ -243,7 +247,7 @@ def test_realmix_pictures_show_both_guessing_views_and_the_mixed_batch_and_leave
         trainer = run.make_trainer(cfg, RealMix)
         run_dir = str(tmp_path / f'pictures{shown}')
         os.makedirs(os.path.join(run_dir, 'tf'))
-        reporter = report.Reporter(trainer, run_dir, pictures=shown)
+        reporter = Reporter(trainer, run_dir, pictures=shown)
         trainer.train(0, reporter, save=lambda images: None)  # pictures drawn at 1 kimg, between the two periods
         reporter.close()
         weights[shown] = [v.numpy() for v in trainer.model.variables]

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 
-from libml import augment as augment_lib
-from libml import data, splits, utils
-from libml.utils import UserError
+from libml.data import aug_copies, filtering, record_encoder, splits
+from libml.data import augment as augment_lib
+from libml.data import names as datanames
+from libml.data.dataset import DataSet
+from libml.data.records import count_records, decode_png, encode_png, parse_example, read_records, write_records
+from libml.errors import UserError
+from libml.files import _host, atomic_output, atomic_outputs
 
 import numpy as np
 import pytest
@@ -52,8 +56,8 @@ def temp_files(root):
 
 
 def temp_name(path, pid):
-    """The temporary file name libml.utils gives `path` in process `pid` (random part 'abc123')."""
-    return os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{utils._host()}.{pid}.abc123.tmp')
+    """The temporary file name libml.files gives `path` in process `pid` (random part 'abc123')."""
+    return os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.{_host()}.{pid}.abc123.tmp')
 
 
 def dead_pid():
@@ -65,14 +69,14 @@ def dead_pid():
 
 def records(path):
     """(images uint8 [N, H, W, 1], labels [N]) of a record file."""
-    pairs = list(data.read_records(str(path)))
-    return np.stack([data.decode_png(p) for p, _ in pairs]), np.array([label for _, label in pairs])
+    pairs = list(read_records(str(path)))
+    return np.stack([decode_png(p) for p, _ in pairs]), np.array([label for _, label in pairs])
 
 
 def write_train(root, labels, name='tiny'):
     """<name>-train.tfrecord with image_for(i) and labels[i]; returns its path."""
-    path = data.train_path(name, str(root))
-    data.write_records(path, [(data.encode_png(image_for(i)), v) for i, v in enumerate(labels)])
+    path = datanames.train_path(name, str(root))
+    write_records(path, [(encode_png(image_for(i)), v) for i, v in enumerate(labels)])
     return path
 
 
@@ -126,36 +130,36 @@ def test_make_split_label_size_and_unlabelled_records():
 
 def test_relabel_and_heldout_first():
     labels = np.array([2, 0, 5, 3, 9, 2, 0, 5])
-    kept, new = splits.relabel(labels, [0, 2, 5])
+    kept, new = filtering.relabel(labels, [0, 2, 5])
     assert kept.tolist() == [0, 1, 2, 5, 6, 7] and new.tolist() == [2, 0, 5, 2, 0, 5]
-    kept, new = splits.relabel(labels, [0, 2, 5], label_order=[5, 2, 3])
+    kept, new = filtering.relabel(labels, [0, 2, 5], label_order=[5, 2, 3])
     assert new.tolist() == [1, -1, 0, 1, -1, 0]
-    order, capacity = splits.heldout_first(kept, new, valid_capacity=4)
+    order, capacity = filtering.heldout_first(kept, new, valid_capacity=4)
     assert kept[order].tolist() == [0, 2, 1, 5, 6, 7] and capacity == 2
 
 
 def test_choose_valid_size():
-    assert splits.choose_valid_size(50) == 50
-    assert splits.choose_valid_size(300, 100) == 100
-    assert splits.choose_valid_size(300, 0) == 0
+    assert aug_copies.choose_valid_size(50) == 50
+    assert aug_copies.choose_valid_size(300, 100) == 100
+    assert aug_copies.choose_valid_size(300, 0) == 0
     with pytest.raises(UserError, match='--valid_size=51'):
-        splits.choose_valid_size(50, 51)
+        aug_copies.choose_valid_size(50, 51)
 
 
 def test_describe_record_file(tmp_path):
-    assert splits.describe_record_file(tmp_path / 'SSL' / 'cifar6_m0.1@250-unlabel.tfrecord') == {
+    assert filtering.describe_record_file(tmp_path / 'SSL' / 'cifar6_m0.1@250-unlabel.tfrecord') == {
         'root': str(tmp_path),
         'name': 'cifar6_m0',
         'part': 'unlabel',
         'stem': 'cifar6_m0.1@250',
     }
-    assert splits.describe_record_file(tmp_path / 'cifar6-test.tfrecord') == {
+    assert filtering.describe_record_file(tmp_path / 'cifar6-test.tfrecord') == {
         'root': str(tmp_path),
         'name': 'cifar6',
         'part': 'test',
         'stem': None,
     }
-    assert splits.describe_record_file(tmp_path / 'odd.name.tfrecord') is None
+    assert filtering.describe_record_file(tmp_path / 'odd.name.tfrecord') is None
 
 
 def reference_copies(path, skip, count, copies, augment, seed, shape, buffer):
@@ -165,7 +169,7 @@ def reference_copies(path, skip, count, copies, augment, seed, shape, buffer):
     tf.data element per image, tf.io.encode_png, a shuffle buffer over the element stream.
     """
     augment_fn = augment_lib.get(augment)
-    records = tf.data.TFRecordDataset(path).skip(skip).take(count).map(data.parse_example)
+    records = tf.data.TFRecordDataset(path).skip(skip).take(count).map(parse_example)
 
     def one_copy(k):
         return records.enumerate().map(lambda i, r: (k * count + i, r))
@@ -196,10 +200,10 @@ def test_encode_pngs_is_byte_for_byte_tensorflows_encoder():
         images = rng.integers(0, 256, (9,) + shape, dtype=np.uint8)
         images[3:6] //= 64  # few levels: long matches for zlib
         images[6:] = rng.integers(0, 256, (3, 1) + shape[1:], dtype=np.uint8)  # repeated rows: the up filter
-        pngs = splits.encode_pngs(images)
+        pngs = record_encoder.encode_pngs(images)
         assert pngs == [tf.io.encode_png(x).numpy() for x in images], shape
         for png, x in zip(pngs, images):
-            np.testing.assert_array_equal(data.decode_png(png).reshape(shape), x)
+            np.testing.assert_array_equal(decode_png(png).reshape(shape), x)
 
 
 def test_png_filter_rows_by_hand():
@@ -212,7 +216,7 @@ def test_png_filter_rows_by_hand():
     """
 
     def rows(pixels):
-        return splits.png_filter_rows(np.array(pixels, np.uint8)[None, :, :, None])[0].tolist()
+        return record_encoder.png_filter_rows(np.array(pixels, np.uint8)[None, :, :, None])[0].tolist()
 
     assert rows([[10, 20], [10, 20]]) == [[1, 10, 10], [2, 0, 0]]
     assert rows([[100, 100], [50, 100]]) == [[1, 100, 0], [3, 0, 25]]
@@ -229,15 +233,15 @@ def test_example_bytes_is_the_deterministic_serialization():
             'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         }
         example = tf.train.Example(features=tf.train.Features(feature=feature))
-        assert splits.example_bytes(png, label) == example.SerializeToString(deterministic=True)
-        record = data.parse_example(splits.example_bytes(png, label))
+        assert record_encoder.example_bytes(png, label) == example.SerializeToString(deterministic=True)
+        record = parse_example(record_encoder.example_bytes(png, label))
         assert record['image'].numpy() == png and record['label'].numpy() == label
 
 
 def test_record_file_reads_records_by_index(ml_data, tmp_path):
     first = write_train(ml_data, [1, 2, 3])
     second = str(tmp_path / 'second.tfrecord')
-    data.write_records(second, [(data.encode_png(image_for(7)), -1)])
+    write_records(second, [(encode_png(image_for(7)), -1)])
     records = splits.RecordFile([first, second])
     raw = [r.numpy() for path in (first, second) for r in tf.data.TFRecordDataset(path)]
     assert len(records) == 4 and [records.read(i) for i in (3, 0, 2, 1)] == [raw[3], raw[0], raw[2], raw[1]]
@@ -251,13 +255,13 @@ def test_record_file_reads_records_by_index(ml_data, tmp_path):
 def test_augmented_records_equal_the_per_image_pipeline_for_any_workers_and_chunks(ml_data, tmp_path):
     labels = np.r_[np.arange(24) % NCLASS, [-1] * 6]
     path = write_train(ml_data, labels)
-    pixels, got_labels = splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 4, 26, (16, 16, 1))
+    pixels, got_labels = aug_copies.PixelFile.decode(str(tmp_path / 'pixels'), path, 4, 26, (16, 16, 1))
     assert got_labels.tolist() == labels[4:].tolist()
     np.testing.assert_array_equal(pixels.gather([25, 0, 0]), [image_for(29), image_for(4), image_for(4)])
     runs = [
         [
             r
-            for chunk in splits.augmented_records(pixels, got_labels, 3, 'cutout', 7, buffer=10, workers=w, chunk=c)
+            for chunk in aug_copies.augmented_records(pixels, got_labels, 3, 'cutout', 7, buffer=10, workers=w, chunk=c)
             for r in chunk
         ]
         for w, c in [(1, None), (3, 5), (2, 1)]
@@ -265,27 +269,25 @@ def test_augmented_records_equal_the_per_image_pipeline_for_any_workers_and_chun
     assert runs[0] == runs[1] == runs[2]
     reference = reference_copies(path, 4, 26, 3, 'cutout', 7, (16, 16, 1), buffer=10)
     assert parsed(runs[0]) == reference
-    indices = [index_of(data.decode_png(png)) for png, _ in reference]
+    indices = [index_of(decode_png(png)) for png, _ in reference]
     assert sorted(indices) == sorted(list(range(4, 30)) * 3)
     assert [label for _, label in reference] == [labels[i] for i in indices]
-    changed = sum(not np.array_equal(data.decode_png(png), image_for(i)) for (png, _), i in zip(reference, indices))
+    changed = sum(not np.array_equal(decode_png(png), image_for(i)) for (png, _), i in zip(reference, indices))
     assert changed > len(reference) // 2
     pixels.close()
 
 
 def test_pixel_file_rejects_a_short_file_and_an_image_of_another_shape(ml_data, tmp_path):
-    path = data.train_path('odd', str(ml_data))
-    data.write_records(path, [(data.encode_png(image_for(0)), 0), (data.encode_png(image_for(1)), 1)])
+    path = datanames.train_path('odd', str(ml_data))
+    write_records(path, [(encode_png(image_for(0)), 0), (encode_png(image_for(1)), 1)])
     with pytest.raises(UserError, match='holds 2 records, fewer than the 3'):
-        splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 3, (16, 16, 1))
-    data.write_records(
-        path, [(data.encode_png(image_for(0)), 0), (data.encode_png(np.zeros((8, 8, 1), np.uint8)), 1)], overwrite=True
-    )
+        aug_copies.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 3, (16, 16, 1))
+    write_records(path, [(encode_png(image_for(0)), 0), (encode_png(np.zeros((8, 8, 1), np.uint8)), 1)], overwrite=True)
     with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
-        splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
-    data.write_records(path, [(data.encode_png(image_for(0)), 0), (b'GARBAGE!', 1)], overwrite=True)
+        aug_copies.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
+    write_records(path, [(encode_png(image_for(0)), 0), (b'GARBAGE!', 1)], overwrite=True)
     with pytest.raises(UserError, match='record 1 is not a 16x16x1 image'):
-        splits.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
+        aug_copies.PixelFile.decode(str(tmp_path / 'pixels'), path, 0, 2, (16, 16, 1))
 
 
 # --------------------------------------------------------------------------- create_split
@@ -295,7 +297,7 @@ def test_create_split_command(ml_data):
     labels = np.arange(200) % NCLASS
     train = write_train(ml_data, labels)
     prefix = ml_data / 'SSL' / 'tiny'
-    label_file, unlabel_file, map_file = data.split_paths('tiny.1@50', str(ml_data))
+    label_file, unlabel_file, map_file = datanames.split_paths('tiny.1@50', str(ml_data))
     os.makedirs(prefix.parent)  # leftovers of killed runs: the outputs' own go, another file's stays
     stale = [temp_name(label_file, dead_pid()), temp_name(unlabel_file, dead_pid())]
     other = temp_name(str(prefix.parent / 'unrelated.tfrecord'), dead_pid())
@@ -326,7 +328,7 @@ def test_create_split_custom_label_size(ml_data):
     """The README's custom form: labelled images first, then unlabelled ones (-1)."""
     labels = np.r_[np.arange(120) % NCLASS, [-1] * 40]
     train = write_train(ml_data, labels, name='mydataset')
-    data.write_records(data.test_path('mydataset', str(ml_data)), [(data.encode_png(image_for(0)), 0)])
+    write_records(datanames.test_path('mydataset', str(ml_data)), [(encode_png(image_for(0)), 0)])
     run_cli(
         [
             './scripts/create_split.py',
@@ -338,13 +340,13 @@ def test_create_split_custom_label_size(ml_data):
         ],
         ml_data,
     )
-    ds = data.DataSet.from_name('mydataset.1@100-20')
+    ds = DataSet.from_name('mydataset.1@100-20')
     images, valid_labels = take_images(ds.eval_valid(64), 100)
     assert len(images) == 20 and np.bincount(valid_labels).tolist() == [2] * NCLASS
     assert all(index_of(x) % NCLASS == y and index_of(x) < 120 for x, y in zip(images, valid_labels))
     assert ds.unlabel_count == 40
     with pytest.raises(UserError, match='exceeds the 20 held-out'):
-        data.DataSet.from_name('mydataset.1@100-21')
+        DataSet.from_name('mydataset.1@100-21')
 
 
 def test_create_split_error_leaves_no_file(ml_data):
@@ -378,7 +380,7 @@ def test_check_stem():
 def test_make_aug_copy(ml_data, tmp_path):
     split = build_dataset(str(ml_data), n_train=220, n_unlabelled=20, label_size=200)  # 150 held out + 20
     names = {str(i): f'class{i}' for i in range(NCLASS)}
-    pathlib.Path(data.class_mapping_path('tiny', str(ml_data))).write_text(json.dumps(names))
+    pathlib.Path(datanames.class_mapping_path('tiny', str(ml_data))).write_text(json.dumps(names))
     other = tmp_path / 'other_ml_data'
     shutil.copytree(ml_data, other)
     command = [
@@ -393,8 +395,8 @@ def test_make_aug_copy(ml_data, tmp_path):
     assert files_under(ml_data) == files_under(other)
     for name in files_under(ml_data):  # the same files, byte for byte, whatever the number of threads
         assert pathlib.Path(ml_data / name).read_bytes() == pathlib.Path(other / name).read_bytes(), name
-    label_file, unlabel_file, map_file = data.split_paths('tiny_aug3.1@50', str(ml_data))
-    source = data.split_paths('tiny.1@50', str(ml_data))
+    label_file, unlabel_file, map_file = datanames.split_paths('tiny_aug3.1@50', str(ml_data))
+    source = datanames.split_paths('tiny.1@50', str(ml_data))
     assert pathlib.Path(label_file).read_bytes() == pathlib.Path(source[0]).read_bytes()
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(unlabel_file)]
     assert serialized[:150] == [r.numpy() for r in tf.data.TFRecordDataset(source[1]).take(150)]
@@ -408,11 +410,11 @@ def test_make_aug_copy(ml_data, tmp_path):
     assert sorted(tail) == sorted(split['unlabel'][150:].tolist() * 3)
     assert labels.tolist() == [i % NCLASS if i < 200 else -1 for i in head + tail]
     assert json.loads(pathlib.Path(map_file).read_text())['valid_capacity'] == 150
-    assert json.loads(pathlib.Path(data.class_mapping_path('tiny_aug3', str(ml_data))).read_text()) == names
-    test_copy = data.test_path('tiny_aug3', str(ml_data))
-    assert pathlib.Path(test_copy).read_bytes() == pathlib.Path(data.test_path('tiny', str(ml_data))).read_bytes()
+    assert json.loads(pathlib.Path(datanames.class_mapping_path('tiny_aug3', str(ml_data))).read_text()) == names
+    test_copy = datanames.test_path('tiny_aug3', str(ml_data))
+    assert pathlib.Path(test_copy).read_bytes() == pathlib.Path(datanames.test_path('tiny', str(ml_data))).read_bytes()
 
-    ds = data.DataSet.from_name('tiny_aug3.1@50-100')
+    ds = DataSet.from_name('tiny_aug3.1@50-100')
     valid, valid_labels = take_images(ds.eval_valid(64), 1000)
     assert [index_of(x) for x in valid] == split['unlabel'][:100].tolist()
     assert valid_labels.tolist() == [i % NCLASS for i in split['unlabel'][:100]]
@@ -446,10 +448,10 @@ def test_make_aug_copy_of_a_benchmark_split_augments_everything_and_keeps_a_clea
         ],
         ml_data,
     )
-    images, labels = records(data.split_paths('tiny_aug2.1@50', str(ml_data))[1])
+    images, labels = records(datanames.split_paths('tiny_aug2.1@50', str(ml_data))[1])
     assert len(labels) == 100 + 2 * 100
     assert sorted(index_of(x) for x in images[100:]) == sorted(split['unlabel'].tolist() * 2)
-    ds = data.DataSet.from_name('tiny_aug2.1@50-60')
+    ds = DataSet.from_name('tiny_aug2.1@50-60')
     valid, valid_labels = take_images(ds.eval_valid(64), 1000)
     assert [index_of(x) for x in valid] == split['unlabel'][:60].tolist()
     assert valid_labels.tolist() == [i % NCLASS for i in split['unlabel'][:60]]
@@ -471,12 +473,12 @@ def test_a_killed_make_aug_copy_leaves_temporary_files_that_the_next_run_removes
     assert proc.wait() == -signal.SIGKILL
     left = temp_files(ml_data)
     assert left and all(f'.{proc.pid}.' in name for name in left), left
-    assert not os.path.exists(data.split_paths('tiny_aug60.1@50', str(ml_data))[1])
-    live = temp_name(data.split_paths('tiny_aug60.1@50', str(ml_data))[1], os.getpid())  # a live writer's
+    assert not os.path.exists(datanames.split_paths('tiny_aug60.1@50', str(ml_data))[1])
+    live = temp_name(datanames.split_paths('tiny_aug60.1@50', str(ml_data))[1], os.getpid())  # a live writer's
     pathlib.Path(live).touch()
     run_cli(command[1:], ml_data)
     assert temp_files(ml_data) == [os.path.relpath(live, ml_data)]
-    assert data.count_records(data.split_paths('tiny_aug60.1@50', str(ml_data))[1]) == 150 + 60 * 20
+    assert count_records(datanames.split_paths('tiny_aug60.1@50', str(ml_data))[1]) == 150 + 60 * 20
 
 
 def test_full_disk_names_the_output(tmp_path):
@@ -489,7 +491,7 @@ def test_full_disk_names_the_output(tmp_path):
 
         for write in (tensorflow_writer, lambda tmp: pathlib.Path(tmp).write_bytes(b'x' * 100_000)):
             message = f'no space left on the device of {small} while writing {small}/out'
-            with pytest.raises(UserError, match=message), utils.atomic_output(str(small / 'out')) as tmp:
+            with pytest.raises(UserError, match=message), atomic_output(str(small / 'out')) as tmp:
                 write(tmp)
             assert os.listdir(small) == []
 
@@ -513,7 +515,7 @@ def test_unwritable_folder_names_the_folder(ml_data, tmp_path):
     message = f'cannot write .*: {tmp_path}/a_file is a file, not a folder'
     with (
         pytest.raises(UserError, match=message),
-        utils.atomic_outputs([str(tmp_path / 'ok'), str(tmp_path / 'a_file/out')]),
+        atomic_outputs([str(tmp_path / 'ok'), str(tmp_path / 'a_file/out')]),
     ):
         pass
     assert sorted(os.listdir(tmp_path)) == ['a_file', 'ml_data']
@@ -540,7 +542,7 @@ def test_out_of_distribution_workflow(ml_data):
     """The README's mismatch recipe on a 10-class split, renumbered to a 6-class dataset."""
     split = build_dataset(str(ml_data), n_train=200, size=60)  # 140 held-out labelled records
     root, ssl = ml_data, ml_data / 'SSL'
-    pathlib.Path(data.class_mapping_path('tiny', str(root))).write_text(
+    pathlib.Path(datanames.class_mapping_path('tiny', str(root))).write_text(
         json.dumps({str(i): f'c{i}' for i in range(NCLASS)})
     )
     order = '--label_order=2,3,4,5,6,7'
@@ -586,7 +588,7 @@ def test_out_of_distribution_workflow(ml_data):
     assert names == {str(i): f'c{i + 2}' for i in range(6)}
     assert os.path.exists(root / 'tiny6_mm25-test-map.json')
 
-    ds = data.DataSet.from_name('tiny6_mm25.1@60-42', augment='svhn')
+    ds = DataSet.from_name('tiny6_mm25.1@60-42', augment='svhn')
     assert ds.nclass == 6 and ds.class_names == ['c2', 'c3', 'c4', 'c5', 'c6', 'c7']
     valid, valid_labels = take_images(ds.eval_valid(64), 1000)
     assert len(valid) == 42 and all(index_of(x) % NCLASS == y + 2 for x, y in zip(valid, valid_labels))
@@ -596,7 +598,7 @@ def test_out_of_distribution_workflow(ml_data):
     assert len(test) == 24 and all(index_of(x) % NCLASS == y + 2 for x, y in zip(test, test_labels))
     assert ds.unlabel_count == 14
     with pytest.raises(UserError, match='exceeds the 42 held-out'):
-        data.DataSet.from_name('tiny6_mm25.1@60-43')
+        DataSet.from_name('tiny6_mm25.1@60-43')
 
 
 def test_filter_plain_file_to_a_path(ml_data, tmp_path):
@@ -636,8 +638,8 @@ def test_filter_error_leaves_no_file(ml_data):
 
 
 def test_filter_flags():
-    assert splits.parse_filter_lists('2,3,-1') == ([2, 3, -1], None)
-    assert splits.parse_filter_lists('2,3', '3,2,9') == ([2, 3], [3, 2, 9])
+    assert filtering.parse_filter_lists('2,3,-1') == ([2, 3, -1], None)
+    assert filtering.parse_filter_lists('2,3', '3,2,9') == ([2, 3], [3, 2, 9])
     for args, message in [
         (('2,x',), "--class_filter='2,x'"),
         (('2', '2,2'), 'lists a class twice'),
@@ -646,10 +648,10 @@ def test_filter_flags():
         (('',), 'is empty'),
     ]:
         with pytest.raises(UserError, match=message):
-            splits.parse_filter_lists(*args)
-    assert splits.filter_output_path('/d/SSL/a.1@5-label.tfrecord', 'b.1@5-label') == '/d/SSL/b.1@5-label.tfrecord'
-    assert splits.filter_output_path('/d/a-test.tfrecord', '/e/f/b.tfrecord') == '/e/f/b.tfrecord'
-    assert splits.filter_output_path('/d/a-test.tfrecord', 'e/b') == 'e/b.tfrecord'
+            filtering.parse_filter_lists(*args)
+    assert filtering.filter_output_path('/d/SSL/a.1@5-label.tfrecord', 'b.1@5-label') == '/d/SSL/b.1@5-label.tfrecord'
+    assert filtering.filter_output_path('/d/a-test.tfrecord', '/e/f/b.tfrecord') == '/e/f/b.tfrecord'
+    assert filtering.filter_output_path('/d/a-test.tfrecord', 'e/b') == 'e/b.tfrecord'
 
 
 # --------------------------------------------------------------------------- inspect_dataset

@@ -22,7 +22,7 @@ def run_dirs(train_dir, dataset):
 
 
 def scalars(run_dir, tag):
-    from libml.events import read_scalars
+    from libml.report.events import read_scalars
 
     return read_scalars(os.path.join(run_dir, 'tf'), tag)
 
@@ -117,7 +117,7 @@ def test_extending_a_run_warns_that_length_dependent_schedules_change(trained, d
     assert os.path.exists(os.path.join(extended, 'model.ckpt-0000003072.index'))
 
     # CPU time sums the sessions: the first's, plus what the OS measured for the second process.
-    from libml.events import training_cpu_seconds
+    from libml.report.events import training_cpu_seconds
 
     first = training_cpu_seconds(os.path.join(run_dir, 'tf'))
     second = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -153,10 +153,10 @@ def test_checkpoint_from_another_architecture_is_a_clear_error(trained, digits, 
 
 def export_test_images(ml_data, folder):
     """Writes digits-test.tfrecord as PNGs in class folders; returns the labels in sorted path order."""
-    from libml import data
+    from libml.data.records import read_records
 
     paths = []
-    for i, (png, label) in enumerate(data.read_records(str(ml_data / 'digits-test.tfrecord'))):
+    for i, (png, label) in enumerate(read_records(str(ml_data / 'digits-test.tfrecord'))):
         path = folder / str(label) / f'{i:04d}.png'
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)

@@ -5,11 +5,19 @@ import json
 import os
 import re
 
-from libml import reproduction, rundir, workflow
-from libml.utils import UserError
+from libml.errors import UserError
+from libml.tables import steps
+from libml.tables.cells import Cell, Runner, Table, finished
+from libml.tables.definitions import fashion_cell
+from libml.tables.output import write_table
+from libml.train import run_folder
 
 import pytest
 from conftest import ROOT, assert_user_error, run_cli
+
+import algorithms
+
+algorithms.load()  # the methods the tables name, registered by their algorithm files
 
 
 def test_demo_quick_prints_the_table(digits, tmp_path):
@@ -64,27 +72,27 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
 
 def test_a_table_cell_refuses_a_run_folder_of_another_length(digits, tmp_path):
     flags = ['--dataset=digits.1@50-250', f'--train_dir={tmp_path}', '--seed=1']
-    flags += [f for f in workflow.QUICK_SCHEDULE if not f.startswith('--train_kimg')]
-    first = workflow.train('Supervised', flags + ['--train_kimg=1'])
+    flags += [f for f in steps.QUICK_SCHEDULE if not f.startswith('--train_kimg')]
+    first = steps.train('Supervised', flags + ['--train_kimg=1'])
     assert [images for images, _ in first['curve']] == [1024]
     with pytest.raises(UserError) as error:  # resuming would splice two schedules into one cell
-        workflow.train('Supervised', flags + ['--train_kimg=2'])
+        steps.train('Supervised', flags + ['--train_kimg=2'])
     message = str(error.value)
     assert first['run_dir'] in message and '--train_kimg=1, this one asks for 2' in message, message
     # The folder is untouched: the same length is read back, not retrained.
-    again = workflow.train('Supervised', flags + ['--train_kimg=1'])
+    again = steps.train('Supervised', flags + ['--train_kimg=1'])
     assert again['curve'] == first['curve'] and not os.path.exists(
         os.path.join(first['run_dir'], 'tf', 'model.ckpt-0000002048.index')
     )
 
 
 def test_runners_sharing_an_out_dir_keep_each_others_cells(tmp_path):
-    first, second = reproduction.Runner(tmp_path, tmp_path), reproduction.Runner(tmp_path, tmp_path)
+    first, second = Runner(tmp_path, tmp_path), Runner(tmp_path, tmp_path)
     first._record('a/run', {'curve': [[1024, 50.0]]})
     second._record('b/run', {'curve': [[1024, 60.0]]})  # started before `first` wrote: must not drop a/run
     with open(tmp_path / 'cells.json') as f:
         assert sorted(json.load(f)) == ['a/run', 'b/run']
-    cell = reproduction.Cell('MixMatch', (), 'digits.1@50-250', 1, ('--train_kimg=1',))
+    cell = Cell('MixMatch', (), 'digits.1@50-250', 1, ('--train_kimg=1',))
     assert second.recorded(cell, 1) is None  # not in cells.json
     key, _ = first._key(cell, 1)
     first._record(key, dict(accuracy=55.0, curve=[[1024, 55.0]], cpu_s=1.0))
@@ -92,11 +100,11 @@ def test_runners_sharing_an_out_dir_keep_each_others_cells(tmp_path):
 
 
 def test_a_runner_passes_over_a_cell_another_process_is_training(digits, tmp_path):
-    runner = reproduction.Runner(str(tmp_path), str(tmp_path / 'out'), quick=True)
-    cell = runner.cell('Supervised', [('labels', 50)], 'digits.1@50-250', 64, workflow.TABLE_SCHEDULE)
+    runner = Runner(str(tmp_path), str(tmp_path / 'out'), quick=True)
+    cell = runner.cell('Supervised', [('labels', 50)], 'digits.1@50-250', 64, steps.TABLE_SCHEDULE)
     run_dir = os.path.join(tmp_path, runner._key(cell, 1)[0])
     assert runner.trainer_of(cell, 1) is None  # no folder yet
-    lock = rundir.Lock(run_dir)  # as a trainer holds it
+    lock = run_folder.Lock(run_dir)  # as a trainer holds it
     assert runner.trainer_of(cell, 1) == f'pid {os.getpid()}'
     out = run_cli(
         ['scripts/reproduce.py', '--quick', '--tables=c', '--methods=Supervised', f'--train_dir={tmp_path}',
@@ -122,7 +130,7 @@ def test_demo_reaches_its_published_accuracy(digits, tmp_path):
 
 def test_table_shows_each_rows_lead_over_the_baseline_on_the_seeds_both_have(tmp_path):
     def result(method, labels, seed, accuracy):
-        cell = reproduction.Cell(method, (('labels', labels),), 'digits', 1, ())
+        cell = Cell(method, (('labels', labels),), 'digits', 1, ())
         curve = [[1024 * i, accuracy] for i in range(1, 21)]
         return dict(cell=cell, seed=seed, accuracy=accuracy, change=0.0, cpu_s=60.0, curve=curve, command='python')
 
@@ -136,8 +144,8 @@ def test_table_shows_each_rows_lead_over_the_baseline_on_the_seeds_both_have(tmp
         result('RealMix', 100, 1, 86.5),  # against the 100-label baseline
         result('FixMatch', 250, 1, 90.0),  # no baseline with 250 labels
     ]
-    table = reproduction.Table('t', 'Table t', ('labels',), None)
-    reproduction.write_table(table, results, str(tmp_path), quiet=True)
+    table = Table('t', 'Table t', ('labels',), None)
+    write_table(table, results, str(tmp_path), quiet=True)
     lines = open(tmp_path / 'table_t.md').read().splitlines()
     assert '| method | labels | seeds | test accuracy (%) | lead over Supervised, same seeds |' in lines[2]
     shown = {tuple(c.strip() for c in line.split('|')[1:3]): line.split('|')[5].strip() for line in lines[4:10]}
@@ -153,21 +161,21 @@ def test_table_shows_each_rows_lead_over_the_baseline_on_the_seeds_both_have(tmp
 
 def test_a_recorded_cell_counts_as_finished_only_at_its_own_length():
     record = {'curve': [[2048, 10.0], [4096, 20.0], [65536, 90.0]]}
-    assert reproduction.finished(record, 64)
-    assert not reproduction.finished(record, 128)  # a longer schedule: trained again (resumed where it can be)
-    assert not reproduction.finished(None, 64) and not reproduction.finished({'curve': []}, 64)
+    assert finished(record, 64)
+    assert not finished(record, 128)  # a longer schedule: trained again (resumed where it can be)
+    assert not finished(None, 64) and not finished({'curve': []}, 64)
     # Table c's committed cells: every one finished at its schedule (64 kimg, the baseline twice that).
     with open(os.path.join(ROOT, 'results', 'digits', 'cells.json')) as f:
         cells = json.load(f)
     assert len(cells) == 30
     for key, record in cells.items():
-        assert reproduction.finished(record, 128 if '/FSBaseline_' in key else 64), key
+        assert finished(record, 128 if '/FSBaseline_' in key else 64), key
 
 
 def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_path):
-    runner = reproduction.Runner(tmp_path, tmp_path)
+    runner = Runner(tmp_path, tmp_path)
     cells = {
-        m: reproduction.fashion_cell(runner, m, (), 'fashion_mnist.1@250-500')
+        m: fashion_cell(runner, m, (), 'fashion_mnist.1@250-500')
         for m in ('MixMatch', 'RealMix', 'FixMatch', 'VAT', 'Supervised')
     }
     folder = {m: os.path.basename(runner._key(c, 1)[0]) for m, c in cells.items()}
@@ -181,12 +189,12 @@ def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_
 
 
 def test_a_cells_flag_replaces_the_methods_default_in_the_command():
-    merged = workflow.with_defaults(['--warmup_kimg=32', '--w_match=75'], ['--seed=2', '--w_match=25'])
+    merged = steps.merged_flags(['--warmup_kimg=32', '--w_match=75'], ['--seed=2', '--w_match=25'])
     assert merged == ['--warmup_kimg=32', '--seed=2', '--w_match=25']
 
 
 def test_training_cpu_seconds_sums_each_sessions_last_report(tmp_path):
-    from libml.events import training_cpu_seconds
+    from libml.report.events import training_cpu_seconds
 
     import tensorflow as tf
 

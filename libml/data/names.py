@@ -1,0 +1,106 @@
+"""The data root ($ML_DATA), dataset names (`<name>.<seed>@<size>-<valid>`) and the paths of their files."""
+
+import os
+import re
+
+from libml.errors import UserError
+from libml.files import read_json
+
+from absl import logging
+
+_warned_default_data = False
+
+
+def data_dir():
+    """The data root: `$ML_DATA`, or `./data` (logged once) when unset."""
+    global _warned_default_data
+    root = os.environ.get('ML_DATA')
+    if root:
+        return root
+    if not _warned_default_data:
+        logging.info('ML_DATA is not set: using ./data')
+        _warned_default_data = True
+    return 'data'
+
+
+NAME_PATTERN = '<name>.<seed>@<size>-<valid>'
+_NAME_RE = re.compile(r'^(?P<name>[A-Za-z0-9_]+)\.(?P<seed>\d+)@(?P<size>\d+)(?:-(?P<valid>\d+))?$')
+_PLAIN_RE = re.compile(r'^(?P<name>[A-Za-z0-9_]+)(?:-(?P<valid>\d+))?$')
+
+
+class DatasetName:
+    """A parsed `<name>.<seed>@<size>-<valid>` (seed/size absent for plain `<name>-<valid>`)."""
+
+    def __init__(self, name, seed=None, size=None, valid=0):
+        self.name, self.seed, self.size, self.valid = name, seed, size, valid
+
+    @property
+    def split(self):
+        """`<name>.<seed>@<size>`: the stem of the split files under $ML_DATA/SSL."""
+        return f'{self.name}.{self.seed}@{self.size}'
+
+    def __str__(self):
+        stem = self.name if self.seed is None else self.split
+        return f'{stem}-{self.valid}'
+
+
+def parse_dataset_name(text, allow_plain=False, need_valid=True):
+    """Parses a dataset name; a UserError showing the expected pattern otherwise.
+
+    `allow_plain` also accepts `<name>-<valid>` (the fully supervised baselines' form).
+    """
+    match = _NAME_RE.match(text)
+    if match:
+        if match['valid'] is None and need_valid:
+            raise UserError(
+                f'dataset {text!r} has no validation size: expected {NAME_PATTERN}, e.g. cifar10.3@250-5000'
+            )
+        return DatasetName(match['name'], int(match['seed']), int(match['size']), int(match['valid'] or 0))
+    plain = _PLAIN_RE.match(text) if allow_plain else None
+    if plain:
+        return DatasetName(plain['name'], valid=int(plain['valid'] or 0))
+    expected = NAME_PATTERN + (' or <name>-<valid>' if allow_plain else '')
+    raise UserError(
+        f'bad dataset name {text!r}: expected {expected}, where <name> holds only '
+        'letters, digits and _ (no "-" or "."), e.g. cifar10.3@250-5000'
+    )
+
+
+def parse_split_name(text):
+    """Parses `<name>.<seed>@<size>` (no validation part), as make_aug_copy takes it."""
+    match = _NAME_RE.match(text)
+    if not match or match['valid'] is not None:
+        raise UserError(
+            f'bad split name {text!r}: expected <name>.<seed>@<size>, e.g. cifar10.1@250, '
+            'where <name> holds only letters, digits and _'
+        )
+    return DatasetName(match['name'], int(match['seed']), int(match['size']))
+
+
+def split_paths(split_stem, root=None):
+    """Paths of a split's label, unlabel and map files for stem `<name>.<seed>@<size>`."""
+    prefix = os.path.join(root or data_dir(), 'SSL', split_stem)
+    return prefix + '-label.tfrecord', prefix + '-unlabel.tfrecord', prefix + '-map.json'
+
+
+def test_path(name, root=None):
+    """$ML_DATA/<name>-test.tfrecord (or under `root`)."""
+    return os.path.join(root or data_dir(), f'{name}-test.tfrecord')
+
+
+def train_path(name, root=None):
+    """$ML_DATA/<name>-train.tfrecord (or under `root`)."""
+    return os.path.join(root or data_dir(), f'{name}-train.tfrecord')
+
+
+def class_mapping_path(name, root=None):
+    """$ML_DATA/<name>_class_mappings.json (or under `root`)."""
+    return os.path.join(root or data_dir(), f'{name}_class_mappings.json')
+
+
+def load_class_names(path, nclass):
+    """Class names 0..nclass-1 from a `{"0": "airplane", ...}` mapping; ids when absent."""
+    if path and os.path.exists(path):
+        mapping = read_json(path, 'class mapping')
+        return [str(mapping.get(str(i), i)) for i in range(nclass)]
+    return [str(i) for i in range(nclass)]

@@ -1,0 +1,38 @@
+"""Bad input from the user, and how every script shows it: one line `error: ...`, exit code 1."""
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """Bad input from the user. Scripts print its message on one line and exit 1."""
+
+
+def cli_main(main):
+    """Wraps an absl `main(argv)` so a `UserError` prints `error: <message>` and exits 1.
+
+    Also turns the common operating-system failures (missing file, no permission, full disk)
+    into the same one-line form instead of a traceback.
+    """
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except UserError as e:
+            _die(str(e))
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            _die(f'{e.strerror}: {e.filename}')
+        except OSError as e:
+            if e.errno is not None and e.strerror:
+                _die(f'{e.strerror}' + (f': {e.filename}' if e.filename else ''))
+            raise
+        except KeyboardInterrupt:
+            _die('interrupted')
+
+    return wrapped
+
+
+def _die(message):
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    sys.exit(1)

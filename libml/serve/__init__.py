@@ -1,0 +1,1 @@
+"""Using a trained run: the servable SavedModel export and folder inference."""

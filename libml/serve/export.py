@@ -1,0 +1,334 @@
+"""A servable SavedModel of a run's EMA weights: encoded images in, class probabilities out.
+
+`export(path)` restores the newest (or the given) checkpoint of a run, copies the raw model's
+batch-norm moving statistics into the EMA model (they are what it evaluates with) and saves
+a SavedModel whose graph decodes, converts and resizes the images itself, so loading it needs
+TensorFlow only:
+
+    serving_default   images: tf.string [N] (PNG, JPEG, BMP, GIF or WebP bytes, any size)
+    serving_decoded   images: float32 [N, H, W, C] in [0, 1], already at the model's size
+    both return       probabilities float32 [N, K], class_ids int32 [N], classes tf.string [N]
+                      (the predicted class names) and class_names tf.string [K]; N = 0 gives
+                      empty outputs of these types without running the model
+
+The loaded object also carries `class_names` (string [K]) and `image_shape` (int32 [3]).
+
+The preprocessing inside the graph is `libml.serve.preprocess` (Pillow's, bit for bit).
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from libml import models
+from libml.data.names import class_mapping_path, data_dir, load_class_names, parse_dataset_name, test_path
+from libml.data.records import first_image_shape
+from libml.errors import UserError
+from libml.files import check_writable, read_json
+from libml.serve.preprocess import preprocess
+from libml.train import checkpoints
+
+import tensorflow as tf
+
+SERVING = 'serving_default'
+DECODED = 'serving_decoded'
+ARCH_KEYS = ('arch', 'filters', 'repeat', 'scales')
+_KERNEL = 'kernel/.ATTRIBUTES/VARIABLE_VALUE'
+_HEAD_BIAS = 'model/head/bias/.ATTRIBUTES/VARIABLE_VALUE'
+_IMAGES_SEEN = 'images_seen/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def _gist(error):
+    """The first line of an exception's message."""
+    text = (getattr(error, 'message', None) or str(error) or type(error).__name__).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------- run -> EMA model
+
+
+def find_run(path):
+    """(checkpoint prefix, run dir) for a run dir, its tf/ folder or a checkpoint path."""
+    stripped = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path.rstrip('/'))
+    if not os.path.exists(stripped) and not os.path.exists(stripped + '.index'):
+        raise UserError(
+            f'{path} not found: pass a run folder (experiments/<dataset>/<run>/) or one of its '
+            'checkpoints (tf/model.ckpt-NNNNNNNNNN)'
+        )
+    prefix = checkpoints.normalise(stripped)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    return prefix, os.path.dirname(folder) if os.path.basename(folder) == 'tf' else folder
+
+
+def read_args(run_dir):
+    """The run's args/args.json as a dict, or None when the file is absent."""
+    path = os.path.join(run_dir, 'args', 'args.json')
+    return read_json(path, 'args file') if os.path.exists(path) else None
+
+
+def read_checkpoint(prefix):
+    """(reader, {variable key: shape}); UserError when it is unreadable or not a checkpoint of this project."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f'checkpoint {prefix} is unreadable ({_gist(e)}): is it complete?') from None
+    if _HEAD_BIAS not in shapes or not any(k.startswith('ema_model/') for k in shapes):
+        raise UserError(f'{prefix} is not a checkpoint of this project (no model/head and ema_model variables)')
+    return reader, shapes
+
+
+def architecture_from_checkpoint(shapes):
+    """{'arch', 'filters', 'repeat', 'scales'} read from a checkpoint's variable shapes (model/...)."""
+
+    def shape(key):
+        return shapes.get(f'model/{key}/.ATTRIBUTES/VARIABLE_VALUE')
+
+    def widths(pattern):
+        found, i = [], 0
+        while shape(pattern.format(i)) is not None:
+            found.append(shape(pattern.format(i))[-1])
+            i += 1
+        return found
+
+    if shape('stem/conv/kernel') is not None:  # convnet: a stem block, two blocks per scale
+        scales = len(widths('blocks/{}/conv/kernel')) // 2
+        return {'arch': 'convnet', 'filters': shape('stem/conv/kernel')[-1], 'repeat': 1, 'scales': scales}
+    for arch, pattern in (('shake', 'units/{}/branch1/conv1/kernel'), ('resnet', 'units/{}/conv1/kernel')):
+        units = widths(pattern)
+        if units:
+            scales = len(set(units))
+            return {'arch': arch, 'filters': units[0], 'repeat': len(units) // scales, 'scales': scales}
+    raise UserError("cannot tell the architecture from the checkpoint: put the run's args/args.json back")
+
+
+def input_shape(args, channels, img_size=0, root=None):
+    """(H, W, C) of the model: `img_size`, else args.json's img_size, else the dataset's first test image."""
+    size = img_size or int((args or {}).get('img_size') or 0)
+    if size:
+        return size, size, channels
+    candidates = []
+    if args and args.get('test_record'):
+        record = args['test_record']
+        candidates.append(record if os.path.dirname(record) else os.path.join(root or data_dir(), record))
+    if args and args.get('dataset'):
+        candidates.append(test_path(_dataset_stem(args['dataset']), root))
+    for path in candidates:
+        if os.path.isfile(path):
+            height, width, _ = first_image_shape(path)
+            return height, width, channels
+    where = f' (looked for {", ".join(candidates)})' if candidates else ''
+    raise UserError(f"cannot tell the model's input size{where}: pass --img_size")
+
+
+def _dataset_stem(name):
+    return parse_dataset_name(name, allow_plain=True, need_valid=False).name
+
+
+def class_names(args, nclass, class_mapping='', root=None):
+    """(names [nclass], notice or None): from `class_mapping`, args.json's, or $ML_DATA/<name>_class_mappings.json.
+
+    Without a mapping file the names are the ids '0'..'K-1' and the notice says so.
+    """
+    path = class_mapping or (args or {}).get('class_mapping') or ''
+    if not path and args and args.get('dataset'):
+        path = class_mapping_path(_dataset_stem(args['dataset']), root)
+    if path and os.path.exists(path):
+        return load_class_names(path, nclass), None
+    where = f' ({path} not found)' if path else ''
+    return [str(i) for i in range(nclass)], f'notice: no class mapping{where}: class names are the ids 0..{nclass - 1}'
+
+
+def restore_ema_model(prefix, config, shape, nclass):
+    """The EMA model of checkpoint `prefix`, evaluating with the raw model's batch-norm statistics."""
+    build = lambda: models.create_model(
+        config['arch'],
+        nclass,
+        shape,
+        filters=int(config['filters']),
+        repeat=int(config['repeat']),
+        scales=int(config['scales']),
+    )
+    model, ema_model = build(), build()
+    try:
+        status = tf.train.Checkpoint(model=model, ema_model=ema_model).read(prefix)
+        status.assert_existing_objects_matched().expect_partial()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = _gist(e)[:200]
+        raise UserError(
+            f'checkpoint {prefix} does not fit {config["arch"]} filters={config["filters"]} '
+            f'repeat={config["repeat"]} scales={config["scales"]} for {shape} images: {first}'
+        ) from None
+    models.copy_moving_statistics(model, ema_model)
+    return ema_model
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+
+def model_probabilities(model, images, nclass):
+    """softmax(model(images)) in inference mode: images float32 [N, H, W, C] in [-1, 1] -> float32 [N, K].
+
+    An empty batch (N = 0) gives float32 [0, K] without running the model: oneDNN's Conv2D
+    (TF_ENABLE_ONEDNN_OPTS=1) returns a zero-size batch with its input's channels, and the next
+    batch norm fails.
+    """
+    return tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: tf.nn.softmax(model(images, training=False)),
+        lambda: tf.zeros([0, nclass], tf.float32),
+    )
+
+
+def serving_module(ema_model, shape, names):
+    """(tf.Module holding the model, {signature name: concrete function}) ready to save."""
+    module = tf.Module()
+    module.model = ema_model
+    module.class_names = tf.Variable(names, dtype=tf.string, trainable=False, name='class_names')
+    module.image_shape = tf.Variable(list(shape), dtype=tf.int32, trainable=False, name='image_shape')
+
+    def outputs(images):
+        probabilities = model_probabilities(module.model, images * 2.0 - 1.0, len(names))
+        ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+        return {
+            'probabilities': probabilities,
+            'class_ids': ids,
+            'classes': tf.gather(module.class_names, ids),
+            'class_names': tf.identity(module.class_names),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')])
+    def serve_encoded(images):
+        spec = tf.TensorSpec(shape, tf.float32)
+        return outputs(tf.map_fn(lambda e: preprocess(e, shape), images, fn_output_signature=spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name='images')])
+    def serve_decoded(images):
+        return outputs(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name='images')])
+    def model_range_probabilities(images):  # images already in [-1, 1], as libml's own pipelines feed them
+        return model_probabilities(module.model, images, len(names))
+
+    module.serve_encoded, module.serve_decoded = serve_encoded, serve_decoded
+    module.model_range_probabilities = model_range_probabilities
+    return module, {SERVING: serve_encoded.get_concrete_function(), DECODED: serve_decoded.get_concrete_function()}
+
+
+def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=None, log=print):
+    """Writes the SavedModel of run or checkpoint `path` to `out` (default <run dir>/export); returns its info.
+
+    Written to a temporary folder beside `out`, then renamed; an existing `out` is replaced only
+    with `overwrite`. `log` receives the one-line notices.
+    """
+    prefix, run_dir = find_run(path)
+    out = os.path.abspath(out or os.path.join(run_dir, 'export'))
+    check_writable(out, overwrite)
+    reader, shapes = read_checkpoint(prefix)
+    args = read_args(run_dir)
+    if args and all(args.get(k) is not None for k in ARCH_KEYS):
+        config = {k: args[k] for k in ARCH_KEYS}
+    else:
+        config = architecture_from_checkpoint(shapes)
+        log(
+            f'notice: no args/args.json in {run_dir}: architecture read from the checkpoint '
+            f'({", ".join(f"{k}={v}" for k, v in config.items())})'
+        )
+    nclass = shapes[_HEAD_BIAS][-1]
+    stems = [s for k, s in shapes.items() if k.startswith('model/stem/') and k.endswith(_KERNEL)]
+    if not stems:
+        raise UserError(f'{prefix}: no model/stem kernel, cannot tell the image channels')
+    shape = input_shape(args, stems[0][2], img_size, root)
+    names, notice = class_names(args, nclass, class_mapping, root)
+    if notice:
+        log(notice)
+    module, signatures = serving_module(restore_ema_model(prefix, config, shape, nclass), shape, names)
+    images_seen = int(reader.get_tensor(_IMAGES_SEEN)) if _IMAGES_SEEN in shapes else None
+    info = dict(
+        checkpoint=os.path.abspath(prefix),
+        images_seen=images_seen,
+        **config,
+        image_shape=list(shape),
+        class_names=names,
+        signatures=[SERVING, DECODED],
+    )
+    _save_atomically(module, signatures, out, overwrite, info)
+    return dict(info, out=out)
+
+
+def _save_atomically(module, signatures, out, overwrite, info):
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.', suffix='.tmp', dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the export from a serving user
+    old = None
+    try:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
+        with open(os.path.join(tmp, 'assets.extra', 'export.json'), 'w') as f:
+            json.dump(info, f, indent=2)
+            f.write('\n')
+        check_writable(out, overwrite)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.', suffix='.old', dir=parent)
+            os.replace(out, os.path.join(old, 'export'))
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, old):
+            if leftover and os.path.exists(leftover):
+                shutil.rmtree(leftover)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def is_saved_model(path):
+    """True when `path` is a SavedModel folder (holds saved_model.pb)."""
+    return os.path.isfile(os.path.join(path, 'saved_model.pb'))
+
+
+class Served:
+    """An exported model loaded back: `class_names` (list of K str), `shape` (H, W, C) and two predictors.
+
+    `served(images)`: float [N, H, W, C] in [0, 1] (numpy or tensor) -> numpy float32 [N, K].
+    `served.model_range(images)`: the same for images already scaled to [-1, 1] (what
+        `libml.serve.inference.predict_files` feeds its `probabilities` callable).
+    `served.encoded(blobs)`: list of N encoded images (bytes, any size) -> numpy float32 [N, K],
+        decoded and resized by the export's own graph.
+    """
+
+    def __init__(self, path):
+        if not is_saved_model(path):
+            raise UserError(f"{path} is not a SavedModel folder (no saved_model.pb): pass scripts/export.py's output")
+        try:
+            self._loaded = tf.saved_model.load(path)
+            self._encoded = self._loaded.signatures[SERVING]
+            self._decoded = self._loaded.signatures[DECODED]
+            self.class_names = [n.decode() for n in self._loaded.class_names.numpy()]
+            self.shape = tuple(int(v) for v in self._loaded.image_shape.numpy())
+        except (KeyError, AttributeError) as e:
+            raise UserError(f'{path} is a SavedModel but not one written by scripts/export.py (missing {e})') from None
+        except (tf.errors.OpError, ValueError, OSError) as e:
+            raise UserError(f'cannot load SavedModel {path} ({_gist(e)})') from None
+
+    def __call__(self, images):
+        images = tf.cast(images, tf.float32)
+        return self._decoded(images=images)['probabilities'].numpy()
+
+    def model_range(self, images):
+        return self._loaded.model_range_probabilities(tf.cast(images, tf.float32)).numpy()
+
+    def encoded(self, blobs):
+        try:
+            return self._encoded(images=tf.constant(list(blobs), tf.string))['probabilities'].numpy()
+        except tf.errors.InvalidArgumentError as e:
+            raise UserError(f'cannot decode an image ({_gist(e)[:200]})') from None
+
+
+def load_serving(path):
+    """The SavedModel at `path` as a `Served` predictor (UserError when it is not an export)."""
+    return Served(path)

@@ -1,0 +1,77 @@
+"""`--perform_inference`: predict every image of a folder with a checkpoint's EMA weights.
+
+Writes `<dataset>_pred.npy` (predicted class ids, sorted path order) and `<dataset>_pred.csv`
+(path, class name, confidence), and prints the accuracy when the true classes can be read from
+folder or file names.
+"""
+
+import csv
+import os
+
+from libml import progress
+from libml.data import image_files
+from libml.data.dataset import to_model_range
+from libml.errors import UserError
+from libml.files import atomic_output
+from libml.report import metrics
+
+import numpy as np
+import tensorflow as tf
+
+
+def predict_files(probabilities, files, shape, batch):
+    """Probabilities [N, K] of image `files`, loaded at the model's `shape` (H, W, C).
+
+    probabilities: images [n, H, W, C] in [-1, 1] -> probabilities [n, K].
+    """
+    height, _, channels = shape
+    out = []
+    for i in progress.bar(range(0, len(files), batch), desc='inference', unit='batch'):
+        pixels = np.stack([image_files.load_image(f, size=height, channels=channels) for f in files[i : i + batch]])
+        out.append(np.asarray(probabilities(to_model_range(tf.image.convert_image_dtype(pixels, tf.float32)))))
+    return np.concatenate(out)
+
+
+def write_predictions(out_stem, files, probs, class_names, overwrite):
+    """`<out_stem>.npy` (class ids [N]) and `<out_stem>.csv` (path, class, confidence), atomically."""
+    predicted = probs.argmax(1)
+    os.makedirs(os.path.dirname(out_stem) or '.', exist_ok=True)
+    with atomic_output(out_stem + '.npy', overwrite) as tmp, open(tmp, 'wb') as f:
+        np.save(f, predicted)
+    with atomic_output(out_stem + '.csv', overwrite) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['path', 'class', 'confidence'])
+        for file, c, p in zip(files, predicted, probs.max(1)):
+            writer.writerow([file, class_names[c], f'{p:.6f}'])
+    print(f'Wrote {out_stem}.npy and {out_stem}.csv ({len(files)} images)')
+
+
+def folder_accuracy(files, folder, predicted, class_names):
+    """Accuracy (%) when every file's class can be read from its folder or name, else None."""
+    index = {name: i for i, name in enumerate(class_names)}
+    truth = [index.get(image_files.class_of(f, folder), -1) for f in files]
+    if all(t >= 0 for t in truth):
+        return metrics.accuracy(truth, predicted)
+    return None
+
+
+def default_out(model_path):
+    """predictions/ in the run dir of a checkpoint `<run>/tf/model.ckpt-N`, or beside a SavedModel."""
+    parent = os.path.dirname(os.path.abspath(model_path))
+    run = os.path.dirname(parent) if os.path.basename(parent) == 'tf' else parent
+    return os.path.join(run, 'predictions')
+
+
+def infer(probabilities, shape, class_names, folder, out_stem, batch, overwrite):
+    """Predicts every image under `folder`; writes the predictions; returns the accuracy (%) or None."""
+    files = image_files.list_images(folder)
+    if not files:
+        raise UserError(f'--inference_dir={folder}: no images found (png, jpg, jpeg, bmp, gif, webp)')
+    probs = predict_files(probabilities, files, shape, batch)
+    write_predictions(out_stem, files, probs, class_names, overwrite)
+    acc = folder_accuracy(files, folder, probs.argmax(1), class_names)
+    if acc is None:
+        print('Accuracy not computed: some file or folder names are not class names of this dataset')
+    else:
+        print(f'Inference accuracy: {acc:.2f}% on {len(files)} images')
+    return acc

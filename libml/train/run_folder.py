@@ -1,0 +1,149 @@
+"""A run's folder: its lock, args/args.json, run.json (status for scripts), resume and fine-tuning.
+
+Layout: `<train_dir>/<dataset>/<Algorithm>_<settings>/` with `args/args.json` (every setting),
+`run.json` (machine-readable status: what the demo and reproduction scripts read), `tf/`
+(checkpoints `model.ckpt-<images:010d>` and TensorBoard events) and `.lock` (held by the
+training process).
+"""
+
+import fcntl
+import json
+import os
+
+from libml.errors import UserError
+from libml.files import atomic_output, read_json
+from libml.train import checkpoints
+
+import tensorflow as tf
+from absl import logging
+
+
+def ckpt_dir(run_dir):
+    return os.path.join(run_dir, 'tf')
+
+
+class Lock:
+    """An exclusive lock on a run dir for one training process (released when it exits).
+
+    A second trainer of the same run dir fails at once with a clear message instead of
+    writing interleaved checkpoints and curves.
+    """
+
+    def __init__(self, run_dir):
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f'cannot create the run folder {run_dir} ({e.strerror}): pass a --train_dir you can write to'
+            ) from None
+        self.path = os.path.join(run_dir, '.lock')
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = _owner(self.fd)
+            os.close(self.fd)
+            raise UserError(
+                f'{run_dir} is being trained by {owner}: wait for it to finish, stop it, or train into '
+                'another --train_dir'
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f'pid {os.getpid()}'.encode(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def trainer_of(run_dir):
+    """Who is training `run_dir` now ('pid N'), or None when no process holds its lock."""
+    try:
+        fd = os.open(os.path.join(run_dir, '.lock'), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _owner(fd)
+    finally:
+        os.close(fd)  # and with it the shared lock, if taken
+    return None
+
+
+def _owner(fd):
+    """The 'pid N' a Lock wrote into its file."""
+    return os.pread(fd, 100, 0).decode(errors='replace').strip() or 'another process'
+
+
+def write_args(run_dir, config):
+    """Every setting of the run to args/args.json."""
+    path = os.path.join(run_dir, 'args', 'args.json')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, 'w') as f:
+        json.dump(config.as_dict(), f, indent=2, sort_keys=True, default=str)
+
+
+def read_args(run_dir):
+    """The settings a run was trained with ({} when args.json is absent)."""
+    path = os.path.join(run_dir, 'args', 'args.json')
+    return read_json(path, 'run settings') if os.path.exists(path) else {}
+
+
+def trained_length(run_dir):
+    """The --train_kimg of the run whose checkpoints `run_dir` holds; None without checkpoints or settings."""
+    if not checkpoints.list_checkpoints(ckpt_dir(run_dir)):
+        return None
+    return read_args(run_dir).get('train_kimg')
+
+
+def write_status(run_dir, **fields):
+    """Updates run.json: {'run_dir', 'status' (training|done|failed), 'images', 'accuracy': {...}, ...}."""
+    path = os.path.join(run_dir, 'run.json')
+    record = read_json(path, 'run record') if os.path.exists(path) else {}
+    record.update(fields, run_dir=run_dir)
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, 'w') as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+
+
+def read_status(run_dir):
+    """run.json of a run; UserError when the run never started."""
+    return read_json(os.path.join(run_dir, 'run.json'), 'run record')
+
+
+def resume(trainer, run_dir):
+    """Restores the newest readable checkpoint of the run; returns its image count (0 if none).
+
+    An unreadable checkpoint (truncated, corrupt, missing a file) is skipped with a one-line
+    warning naming it, and the next newest is tried.
+    """
+    for _, prefix in reversed(checkpoints.list_checkpoints(ckpt_dir(run_dir))):
+        try:
+            trainer.restore(prefix, 'run')
+        except UserError as e:
+            print(f'warning: skipping unreadable checkpoint {prefix}: {e}', flush=True)
+            logging.warning('skipping unreadable checkpoint %s', prefix)
+            continue
+        images = int(trainer.images_seen.numpy())
+        print(f'Resuming from {prefix} ({images >> 10} kimg)', flush=True)
+        return images
+    return 0
+
+
+def fine_tune(trainer, path):
+    """Copies every weight but the head's from another run's checkpoint into model and EMA model."""
+    path = checkpoints.normalise(path)
+    try:
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f'--load_checkpoint={path}: not a readable checkpoint ({checkpoints.first_line(e)})') from None
+    source_nclass = shapes.get('model/head/bias/.ATTRIBUTES/VARIABLE_VALUE', [trainer.dataset.nclass])[-1]
+    source = trainer.create_model(source_nclass)
+    checkpoints.restore(tf.train.Checkpoint(model=source), path, 'model')
+    for model in (trainer.model, trainer.ema_model):
+        head = {id(v) for v in model.head_variables}
+        for dst, src in zip(model.variables, source.variables):
+            if id(dst) not in head:
+                dst.assign(src)
+    print(f'Fine-tuning from {path} (all layers but the last)', flush=True)
