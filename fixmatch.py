@@ -20,7 +20,10 @@ def share_where(hits, rows):
 
 
 class FixMatch(algorithm.Algorithm):
-    """L = L_x + wu * mean_i [max q_i >= confidence] CE(argmax q_i, f(s)_i), q = sg p(f(w)) (SPEC §10)."""
+    """L = L_x + wu * mean_i [max q_i >= confidence] CE(argmax q_i, f(s)_i), q = sg p(f(w)).
+
+    docs/algorithms.md#fixmatch
+    """
 
     name = 'FixMatch'
     methods = (algorithm.Method('FixMatch', 'fixmatch', rank=20),)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 
 class ICT(algorithm.Algorithm):
-    """L = L_x + consistency_weight * ramp * mean (p(f(mix(u))) - mix(sg p(f_ema(u))))^2 (SPEC §10)."""
+    """L = L_x + consistency_weight * ramp * mean (p(f(mix(u))) - mix(sg p(f_ema(u))))^2 (docs/algorithms.md#ict)."""
 
     name = 'ICT'
     methods = (algorithm.Method('ICT', 'ict', rank=40),)

@@ -13,7 +13,10 @@ from pi_model import PiModel
 
 
 class MeanTeacher(PiModel):
-    """As Pi-Model with the teacher sg p(f_ema(u_1)) (batch statistics) and consistency weight 50 (SPEC §10)."""
+    """As Pi-Model with the teacher sg p(f_ema(u_1)) (batch statistics) and consistency weight 50.
+
+    docs/algorithms.md#mean-teacher
+    """
 
     name = 'MeanTeacher'
     methods = (algorithm.Method('Mean Teacher', 'mean_teacher', rank=50),)

@@ -12,7 +12,10 @@ import tensorflow as tf
 
 
 class MixUp(algorithm.Algorithm):
-    """L = CE(mixup(x, onehot(l))) + CE(mixup(u_1, sg p(f(u_1)))), each mixed within its own batch (SPEC §10)."""
+    """L = CE(mixup(x, onehot(l))) + CE(mixup(u_1, sg p(f(u_1)))), each mixed within its own batch.
+
+    docs/algorithms.md#mixup
+    """
 
     name = 'MixUp'
     methods = (algorithm.Method('MixUp', 'mixup', rank=30),)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 
 class PiModel(algorithm.Algorithm):
-    """L = L_x + consistency_weight * ramp * mean (p(f(u_2)) - sg p(f(u_1)))^2 (SPEC §10)."""
+    """L = L_x + consistency_weight * ramp * mean (p(f(u_2)) - sg p(f(u_1)))^2 (docs/algorithms.md#pi-model)."""
 
     name = 'PiModel'
     methods = (algorithm.Method('Pi-Model', 'pi_model', rank=60),)

@@ -11,7 +11,10 @@ import tensorflow as tf
 
 
 class PseudoLabel(algorithm.Algorithm):
-    """L = L_x + consistency_weight * ramp * mean_i [max p_i > threshold] CE(argmax p_i, z_i) (SPEC §10)."""
+    """L = L_x + consistency_weight * ramp * mean_i [max p_i > threshold] CE(argmax p_i, z_i).
+
+    docs/algorithms.md#pseudo-label
+    """
 
     name = 'PseudoLabel'
     methods = (algorithm.Method('Pseudo-Label', 'pseudo_label', rank=70),)

@@ -23,7 +23,10 @@ def _percent(p):
 
 
 class RealMix(algorithm.Algorithm):
-    """MixMatch-style label guessing + MixUp, with TSA and percent masking of unlabelled rows (SPEC §4)."""
+    """MixMatch-style label guessing + MixUp, with TSA and percent masking of unlabelled rows.
+
+    docs/algorithms.md#realmix
+    """
 
     name = 'RealMix'
     methods = (

@@ -9,7 +9,10 @@ from libml.config import hyper, non_negative, positive, warmup_pos
 
 
 class VAT(algorithm.Algorithm):
-    """L = L_x + vat * ramp * KL(p(f(u_1 + r)) || sg p(f(u_1))) + entmin_weight * H(p(f(u_1))) (SPEC §10)."""
+    """L = L_x + vat * ramp * KL(p(f(u_1 + r)) || sg p(f(u_1))) + entmin_weight * H(p(f(u_1))).
+
+    docs/algorithms.md#vat
+    """
 
     name = 'VAT'
     methods = (algorithm.Method('VAT', 'vat', rank=80),)

@@ -1,4 +1,4 @@
-"""The maths of every algorithm (SPEC §4, §10) as pure TensorFlow functions: losses, MixUp, TSA, EMA,
+"""The maths of every algorithm (docs/algorithms.md) as pure TensorFlow functions: losses, MixUp, TSA, EMA,
 VAT, ICT, FixMatch, L2 penalty and learning-rate schedules.
 
 Every function works eagerly and inside `tf.function` (and XLA), returns float32 tensors
@@ -86,8 +86,8 @@ def mixup(x, targets, beta, seed):
     row i = lam_i * row_i + (1 - lam_i) * row_pi(i), with the same lam_i and pi(i) for x
     and targets. Returns (mixed_x [N, ...], mixed_targets [N, K]).
 
-    RealMix/MixMatch (SPEC §4, mode xxy.yxy): one call on the stacked [x; u_1; u_2].
-    Semi-supervised MixUp (SPEC §10): two calls with different seeds, one on (x, onehot(l)),
+    RealMix/MixMatch (docs/algorithms.md#realmix, mode xxy.yxy): one call on the stacked [x; u_1; u_2].
+    Semi-supervised MixUp (docs/algorithms.md#mixup): two calls with different seeds, one on (x, onehot(l)),
     one on (u_1, stop_gradient(softmax(f(u_1)))), so partners stay within each batch.
     Gradients flow through `targets`: the caller passes stop-gradient targets.
     """
@@ -234,7 +234,7 @@ def decay_weights(kernels, factor):
         k.assign(k * (1.0 - factor))
 
 
-# --- The comparison algorithms (SPEC §10) ---------------------------------------------------
+# --- The comparison algorithms (docs/algorithms.md) -------------------------------------------
 
 
 def ramp(images_seen, total_images, warmup_pos=0.4):
@@ -335,7 +335,7 @@ def vat_perturbation(forward, x, logits, seed, xi=1e-6, eps=6.0):
 
 
 def vat_loss(student_logits, teacher_logits):
-    """L_vat = mean KL(p(student) || sg p(teacher)), student first as in the original (SPEC §10).
+    """L_vat = mean KL(p(student) || sg p(teacher)), student first as in the original (docs/algorithms.md#vat).
 
     student_logits: [N, K] = f(u_1 + r), gradients flow; teacher_logits: [N, K] = z = f(u_1),
     stop-gradient inside. Returns a float32 scalar.

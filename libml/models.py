@@ -177,7 +177,7 @@ class ResidualUnit(tf.Module):
 
 
 class WideResNet(Classifier):
-    """Wide-ResNet as in MixMatch (WRN-28-2 with the defaults at 32x32): SPEC §5."""
+    """Wide-ResNet as in MixMatch (WRN-28-2 with the defaults at 32x32): docs/algorithms.md#the-model."""
 
     def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', name=None):
         super().__init__(name=name)

@@ -1,4 +1,5 @@
-"""Each algorithm's loss on a fixed tiny batch against a numpy computation of SPEC §4/§10, and a tiny run of each.
+"""Each algorithm's loss on a fixed tiny batch against a numpy computation of docs/algorithms.md, and a tiny
+run of each.
 
 The model is a real linear classifier (no batch norm, so interleaving and `update_stats` do not
 change its outputs); random draws (VAT's d, MixUp's and ICT's lam and permutation) are inputs the
@@ -163,9 +164,9 @@ def test_vat():
     p_student, p_teacher = softmax(z + r @ w), softmax(z)
     kl = (p_student * (np.log(p_student) - np.log(p_teacher))).sum(1).mean()
     entropy = -(softmax(z) * np.log(softmax(z))).sum(1).mean()
-    # xi = 1e-6 (SPEC) moves u + d and the logits z + dW by a few float32 ulps (the softmax difference is taken in
-    # float64, but u + d and the logits are rounded to float32): the direction is the float64 one to within a few
-    # degrees, so the KL agrees to a few percent (0.911 vs 0.898 here),
+    # xi = 1e-6 (docs/algorithms.md#vat) moves u + d and the logits z + dW by a few float32 ulps (the softmax
+    # difference is taken in float64, but u + d and the logits are rounded to float32): the direction is the
+    # float64 one to within a few degrees, so the KL agrees to a few percent (0.911 vs 0.898 here),
     # while a wrong sign, norm or teacher/student order would be off by far more.
     assert stats['vat'] == pytest.approx(kl, rel=5e-2)
     assert stats['entmin'] == pytest.approx(entropy, rel=1e-5)

@@ -1,4 +1,4 @@
-"""The RealMix formulas (SPEC §4) against numbers computed by hand or with numpy."""
+"""The RealMix formulas (docs/algorithms.md#realmix) against numbers computed by hand or with numpy."""
 
 import math
 
@@ -323,7 +323,7 @@ def test_step_maths_compiles_with_xla():
     assert compiled == pytest.approx(float(chain(*args)), rel=1e-5)
 
 
-# --- The comparison algorithms (SPEC §10) ---------------------------------------------------
+# --- The comparison algorithms (docs/algorithms.md) -------------------------------------------
 
 
 def np_log_softmax(logits):
@@ -332,7 +332,7 @@ def np_log_softmax(logits):
 
 
 def np_vat_normalise(d):
-    """SPEC §10's n(d), row by row in float64."""
+    """VAT's n(d) (docs/algorithms.md#vat), row by row in float64."""
     d = d.astype(np.float64)
     flat = d.reshape(len(d), -1)
     out = np.zeros_like(flat)
@@ -534,7 +534,7 @@ def test_ict_mix_reverses_rows_with_beta_lambda():
 
 
 def test_mixup_serves_semi_supervised_mixup_within_each_batch():
-    """SPEC §10 MixUp: one call per batch, so every partner comes from the same batch."""
+    """MixUp (docs/algorithms.md#mixup): one call per batch, so every partner comes from the same batch."""
     x = np.eye(8, dtype=np.float32)[:4]  # labelled rows use classes 0-3
     u = np.eye(8, dtype=np.float32)[4:]  # unlabelled rows use classes 4-7
     mixed_x, mixed_lx = maths.mixup(x, x, 0.5, tf.constant([1, 1], tf.int64))

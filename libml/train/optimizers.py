@@ -1,8 +1,9 @@
 """Optimizers as tf.Modules, so their slots live in `tf.train.Checkpoint` next to the model.
 
 Each takes the variables at construction (slots are created there, in the same order) and the
-learning rate of each step in `apply(grads, variables, lr)`, so any schedule (SPEC §10) is the
-caller's: a float32 scalar tensor computed inside the step.
+learning rate of each step in `apply(grads, variables, lr)`, so any schedule
+(docs/algorithms.md#the-training-step) is the caller's: a float32 scalar tensor computed inside
+the step.
 """
 
 from libml.errors import UserError
