@@ -1,6 +1,7 @@
 """Bad input from the user, and how every script shows it: one line `error: ...`, exit code 1."""
 
 import functools
+import re
 import sys
 
 
@@ -36,3 +37,11 @@ def cli_main(main):
 def _die(message):
     print(f'error: {message}', file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def first_line(error):
+    """The gist of an exception for a one-line message: its first line, without TensorFlow's op and
+    function names (`{{...}}`, `[Op:...]`); the exception's type when that leaves nothing."""
+    message = (getattr(error, 'message', None) or str(error) or type(error).__name__).strip()
+    message = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', message.splitlines()[0] if message else '').strip()
+    return message or type(error).__name__

@@ -43,6 +43,7 @@ from libml import algorithm
 from libml import config as config_lib
 from libml.data.dataset import DataSet
 from libml.data.records import encode_png, serialize_example
+from libml.data.synthetic import synthetic_images
 from libml.errors import UserError, cli_main
 from libml.files import check_writable, write_json
 from libml.report import evaluation
@@ -317,20 +318,13 @@ def matmul_flops(n, seconds):
 # --------------------------------------------------------------------------- data and timing
 
 
-def synthetic_images(count, size, channels, seed):
-    """uint8 [count, size, size, channels]: random 4x4-pixel blocks (PNG-compressible like photos)."""
-    rng = np.random.RandomState(seed)
-    cells = rng.randint(0, 256, (count, -(-size // 4), -(-size // 4), channels)).astype(np.uint8)
-    return cells.repeat(4, axis=1).repeat(4, axis=2)[:, :size, :size]
-
-
 def synthetic_dataset(folder, count, size, channels, nclass, augment):
     """A `DataSet` over synthetic label, unlabel and test TFRecords written into `folder`."""
     paths = [os.path.join(folder, f'synthetic-{kind}.tfrecord') for kind in ('label', 'unlabel', 'test')]
     for i, path in enumerate(paths):
         labels = [-1] * count if 'unlabel' in path else [j % nclass for j in range(count)]
         with tf.io.TFRecordWriter(path) as writer:
-            for image, label in zip(synthetic_images(count, size, channels, seed=i), labels):
+            for image, label in zip(synthetic_images(np.random.default_rng(i), count, size, channels), labels):
                 writer.write(serialize_example(encode_png(image), label))
     label, unlabel, test = paths
     return DataSet('synthetic', label, test, unlabel, augment=augment, nclass=nclass, img_size=size)

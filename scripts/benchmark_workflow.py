@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import time
 
+from libml.data.synthetic import synthetic_images
 from libml.errors import UserError, cli_main
 from libml.files import check_writable, write_json
 
@@ -66,18 +67,6 @@ NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse'
 
 
 # --------------------------------------------------------------------------- the archive
-
-
-def synthetic_images(rng, count):
-    """uint8 [count, 32, 32, 3]: smooth noise (an 8x8 grid upsampled and blurred, plus grain).
-
-    PNG-encoded they take about 2.6 KB, like real CIFAR-10 images (pure noise would take 3 KB+).
-    """
-    coarse = rng.integers(0, 256, (count, 8, 8, 3)).astype(np.float32)
-    image = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
-    image = (image + np.roll(image, 1, 1) + np.roll(image, -1, 1) + np.roll(image, 1, 2) + np.roll(image, -1, 2)) / 5
-    image += rng.normal(0, 8, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def matlab_batch(images, labels, title):

@@ -13,7 +13,8 @@ import os
 
 from libml.errors import UserError, cli_main
 from libml.files import write_json
-from libml.report.events import median_of_last, read_scalars
+from libml.report.events import read_scalars
+from libml.report.metrics import median_of_last
 
 from absl import app
 

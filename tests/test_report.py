@@ -5,7 +5,7 @@ import os
 
 from libml import config
 from libml.data.records import read_labels
-from libml.report import pictures
+from libml.report import metrics, pictures
 from libml.report.reporter import Reporter, hparams
 from libml.train import run
 
@@ -65,9 +65,9 @@ def test_grid_tiles_row_major_enlarged_with_white_lines():
 
 def test_median_of_recent_uses_the_last_reports_up_to_the_step():
     history = {1024: 10.0, 2048: 30.0, 3072: 20.0, 4096: 90.0}
-    assert pictures.median_of_recent(history, 3072, count=2) == 25.0  # 30 and 20; 4096 is later
-    assert pictures.median_of_recent(history, 3072, count=10) == 20.0  # 10, 30, 20
-    assert np.isnan(pictures.median_of_recent(history, 512))
+    assert metrics.median_of_recent(history, 3072, count=2) == 25.0  # 30 and 20; 4096 is later
+    assert metrics.median_of_recent(history, 3072, count=10) == 20.0  # 10, 30, 20
+    assert np.isnan(metrics.median_of_recent(history, 512))
 
 
 # --------------------------------------------------------------------------- Algorithm.pictures

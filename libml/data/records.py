@@ -10,7 +10,7 @@ import os
 import re
 
 from libml import progress
-from libml.errors import UserError
+from libml.errors import UserError, first_line
 from libml.files import atomic_output
 
 import numpy as np
@@ -76,13 +76,6 @@ def _example_fields(raw, path, index):
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def first_line(error):
-    """The gist of a TensorFlow error: its first line without op and function names."""
-    message = getattr(error, 'message', None) or str(error) or type(error).__name__
-    message = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', message.strip().splitlines()[0])
-    return message.strip() or type(error).__name__
 
 
 def file_error(path, error):

@@ -1,8 +1,7 @@
 """Evaluating a classifier on a `DataSet`: probabilities per split, and `--eval_ckpt`."""
 
-from libml.errors import UserError
+from libml.errors import UserError, first_line
 from libml.report import metrics
-from libml.train import checkpoints
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +39,7 @@ def _read(batches, what):
     try:
         yield from batches
     except tf.errors.OpError as e:
-        raise UserError(f'cannot read the {what} ({checkpoints.first_line(e)}): rebuild the file') from None
+        raise UserError(f'cannot read the {what} ({first_line(e)[:200]}): rebuild the file') from None
 
 
 def evaluate(predictor, model, dataset, batch):

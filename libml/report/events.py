@@ -4,7 +4,6 @@ import glob
 import os
 import sys
 
-import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2
@@ -71,8 +70,3 @@ def training_cpu_seconds(folder, tag=CPU_TAG):
         elif reported:
             return None
     return total
-
-
-def median_of_last(values, counts=(1, 10, 20, 50)):
-    """{'last01': median of the last value, 'last10': ..., ...} for a list of floats."""
-    return {f'last{n:02d}': float(np.median(values[-n:])) for n in counts if values}

@@ -89,9 +89,3 @@ def confusion_figure(matrix, class_names, title=''):
         ax.set_title(title, fontsize=10)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
-def median_of_recent(history, step, count=10):
-    """Median of the values of the `count` largest steps <= `step` in `history` {step: value}; NaN if none."""
-    recent = sorted(s for s in history if s <= step)[-count:]
-    return float(np.median([history[s] for s in recent])) if recent else float('nan')

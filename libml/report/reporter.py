@@ -147,7 +147,7 @@ class Reporter:
         for tag, median_tag in MEDIANS.items():
             if tag in tags:
                 self.history[tag][images] = tags[tag]
-                tags[median_tag] = pictures.median_of_recent(self.history[tag], images, MEDIAN_COUNT)
+                tags[median_tag] = metrics.median_of_recent(self.history[tag], images, MEDIAN_COUNT)
         with self.writer.as_default(step=images):
             for tag, value in tags.items():
                 tf.summary.scalar(tag, value)

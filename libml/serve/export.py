@@ -25,10 +25,10 @@ import tempfile
 from libml import models
 from libml.data.names import class_mapping_path, data_dir, load_class_names, parse_dataset_name, test_path
 from libml.data.records import first_image_shape
-from libml.errors import UserError
-from libml.files import check_writable, read_json
+from libml.errors import UserError, first_line
+from libml.files import check_writable
 from libml.serve.preprocess import preprocess
-from libml.train import checkpoints
+from libml.train import checkpoints, run_folder
 
 import tensorflow as tf
 
@@ -38,12 +38,6 @@ ARCH_KEYS = ('arch', 'filters', 'repeat', 'scales')
 _KERNEL = 'kernel/.ATTRIBUTES/VARIABLE_VALUE'
 _HEAD_BIAS = 'model/head/bias/.ATTRIBUTES/VARIABLE_VALUE'
 _IMAGES_SEEN = 'images_seen/.ATTRIBUTES/VARIABLE_VALUE'
-
-
-def _gist(error):
-    """The first line of an exception's message."""
-    text = (getattr(error, 'message', None) or str(error) or type(error).__name__).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --------------------------------------------------------------------------- run -> EMA model
@@ -58,14 +52,7 @@ def find_run(path):
             'checkpoints (tf/model.ckpt-NNNNNNNNNN)'
         )
     prefix = checkpoints.normalise(stripped)
-    folder = os.path.dirname(os.path.abspath(prefix))
-    return prefix, os.path.dirname(folder) if os.path.basename(folder) == 'tf' else folder
-
-
-def read_args(run_dir):
-    """The run's args/args.json as a dict, or None when the file is absent."""
-    path = os.path.join(run_dir, 'args', 'args.json')
-    return read_json(path, 'args file') if os.path.exists(path) else None
+    return prefix, run_folder.holding(os.path.abspath(prefix))
 
 
 def read_checkpoint(prefix):
@@ -74,7 +61,7 @@ def read_checkpoint(prefix):
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f'checkpoint {prefix} is unreadable ({_gist(e)}): is it complete?') from None
+        raise UserError(f'checkpoint {prefix} is unreadable ({first_line(e)}): is it complete?') from None
     if _HEAD_BIAS not in shapes or not any(k.startswith('ema_model/') for k in shapes):
         raise UserError(f'{prefix} is not a checkpoint of this project (no model/head and ema_model variables)')
     return reader, shapes
@@ -156,7 +143,7 @@ def restore_ema_model(prefix, config, shape, nclass):
         status = tf.train.Checkpoint(model=model, ema_model=ema_model).read(prefix)
         status.assert_existing_objects_matched().expect_partial()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = _gist(e)[:200]
+        first = first_line(e)[:200]
         raise UserError(
             f'checkpoint {prefix} does not fit {config["arch"]} filters={config["filters"]} '
             f'repeat={config["repeat"]} scales={config["scales"]} for {shape} images: {first}'
@@ -227,7 +214,7 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
     out = os.path.abspath(out or os.path.join(run_dir, 'export'))
     check_writable(out, overwrite)
     reader, shapes = read_checkpoint(prefix)
-    args = read_args(run_dir)
+    args = run_folder.read_args(run_dir)
     if args and all(args.get(k) is not None for k in ARCH_KEYS):
         config = {k: args[k] for k in ARCH_KEYS}
     else:
@@ -313,7 +300,7 @@ class Served:
         except (KeyError, AttributeError) as e:
             raise UserError(f'{path} is a SavedModel but not one written by scripts/export.py (missing {e})') from None
         except (tf.errors.OpError, ValueError, OSError) as e:
-            raise UserError(f'cannot load SavedModel {path} ({_gist(e)})') from None
+            raise UserError(f'cannot load SavedModel {path} ({first_line(e)})') from None
 
     def __call__(self, images):
         images = tf.cast(images, tf.float32)
@@ -326,7 +313,7 @@ class Served:
         try:
             return self._encoded(images=tf.constant(list(blobs), tf.string))['probabilities'].numpy()
         except tf.errors.InvalidArgumentError as e:
-            raise UserError(f'cannot decode an image ({_gist(e)[:200]})') from None
+            raise UserError(f'cannot decode an image ({first_line(e)[:200]})') from None
 
 
 def load_serving(path):

@@ -14,6 +14,7 @@ from libml.data.dataset import to_model_range
 from libml.errors import UserError
 from libml.files import atomic_output
 from libml.report import metrics
+from libml.train import run_folder
 
 import numpy as np
 import tensorflow as tf
@@ -57,9 +58,7 @@ def folder_accuracy(files, folder, predicted, class_names):
 
 def default_out(model_path):
     """predictions/ in the run dir of a checkpoint `<run>/tf/model.ckpt-N`, or beside a SavedModel."""
-    parent = os.path.dirname(os.path.abspath(model_path))
-    run = os.path.dirname(parent) if os.path.basename(parent) == 'tf' else parent
-    return os.path.join(run, 'predictions')
+    return os.path.join(run_folder.holding(os.path.dirname(os.path.abspath(model_path))), 'predictions')
 
 
 def infer(probabilities, shape, class_names, folder, out_stem, batch, overwrite):

@@ -13,10 +13,9 @@ import resource
 
 from libml import algorithm
 from libml.files import atomic_output
+from libml.report.metrics import median_of_tail
 from libml.tables import steps
 from libml.train import run_folder
-
-import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,4 +144,4 @@ def plateau(curve):
     values = [v for _, v in curve]
     if len(values) < 20:
         return float('nan')
-    return float(np.median(values[-10:]) - np.median(values[-20:-10]))
+    return median_of_tail(values, 10) - median_of_tail(values[:-10], 10)

@@ -16,7 +16,8 @@ import time
 from libml import algorithm, cli, config
 from libml.data.names import data_dir
 from libml.errors import UserError
-from libml.report.events import median_of_last, read_scalars, training_cpu_seconds, training_seconds
+from libml.report.events import read_scalars, training_cpu_seconds, training_seconds
+from libml.report.metrics import median_of_last
 from libml.train import run_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

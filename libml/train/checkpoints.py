@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-from libml.errors import UserError
+from libml.errors import UserError, first_line
 
 import tensorflow as tf
 
@@ -53,12 +53,6 @@ def normalise(path):
     return path
 
 
-def first_line(error):
-    """The gist of an error: its first non-empty line, at most 200 characters."""
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
-
-
 def restore(checkpoint, path, what='model'):
     """Restores `checkpoint` from `path`; a one-line UserError when it cannot.
 
@@ -70,7 +64,8 @@ def restore(checkpoint, path, what='model'):
     except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
         raise UserError(
             f'checkpoint {path} does not fit this {what} (different --arch, --filters, --repeat, '
-            f'--scales, image shape or class count?): {first_line(e)}'
+            f'--scales, image shape or class count?): {first_line(e)[:200]}'
         ) from None
     except Exception as e:  # any failure to read the files: the reader raises IndexError, OpError, ...
-        raise UserError(f'checkpoint {path} is unreadable (truncated or corrupt files?): {first_line(e)}') from None
+        gist = first_line(e)[:200]
+        raise UserError(f'checkpoint {path} is unreadable (truncated or corrupt files?): {gist}') from None

@@ -153,10 +153,7 @@ def with_settings_of_run(config, explicit=()):
     path = config.eval_ckpt or (config.inference_ckpt if config.perform_inference else '')
     if not path or not os.path.exists(os.path.dirname(path.rstrip('/')) or '.'):
         return config
-    folder = path.rstrip('/')
-    if not os.path.isdir(folder):  # a checkpoint prefix or file: <run>/tf/model.ckpt-N
-        folder = os.path.dirname(folder)
-    run_dir = os.path.dirname(folder) if os.path.basename(folder) == 'tf' else folder
+    run_dir = run_folder.holding(path)
     saved = run_folder.read_args(run_dir)
     changes = {k: saved[k] for k in RUN_SETTINGS if k in saved and k not in explicit and saved[k] != getattr(config, k)}
     if changes:

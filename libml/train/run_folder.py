@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 
-from libml.errors import UserError
+from libml.errors import UserError, first_line
 from libml.files import atomic_output, read_json
 from libml.train import checkpoints
 
@@ -20,6 +20,14 @@ from absl import logging
 
 def ckpt_dir(run_dir):
     return os.path.join(run_dir, 'tf')
+
+
+def holding(path):
+    """The run folder that holds `path`: <run> for a checkpoint <run>/tf/model.ckpt-N (prefix or file),
+    for <run>/tf and for <run> itself; the folder of any other file, any other folder itself."""
+    path = path.rstrip('/') or '/'
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    return os.path.dirname(folder) if os.path.basename(folder) == 'tf' else folder
 
 
 class Lock:
@@ -137,7 +145,7 @@ def fine_tune(trainer, path):
     try:
         shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f'--load_checkpoint={path}: not a readable checkpoint ({checkpoints.first_line(e)})') from None
+        raise UserError(f'--load_checkpoint={path}: not a readable checkpoint ({first_line(e)[:200]})') from None
     source_nclass = shapes.get('model/head/bias/.ATTRIBUTES/VARIABLE_VALUE', [trainer.dataset.nclass])[-1]
     source = trainer.create_model(source_nclass)
     checkpoints.restore(tf.train.Checkpoint(model=source), path, 'model')
