@@ -11,6 +11,7 @@ from libml.errors import UserError
 import numpy as np
 import pytest
 import tensorflow as tf
+from plain import make_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -269,3 +270,8 @@ def test_fused_batch_norm_on_flat_features_and_in_xla():
     compiled = tf.function(lambda v: bn(v, training=True), jit_compile=True)
     np.testing.assert_allclose(compiled(x).numpy(), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(bn.moving_variance.numpy(), 0.999 + 0.001 * flat.var(0), rtol=1e-5)
+
+
+def test_too_many_stages_for_the_image_is_a_clear_error(digits):
+    with pytest.raises(UserError, match='--scales=7 halves the 16-pixel images 6 times: use at most 5 stages'):
+        make_trainer(scales=7)

@@ -1,8 +1,5 @@
 """The shared training loop in-process: one step's exact arithmetic, no retracing, labelled-only baselines."""
 
-from libml.data.dataset import DataSet
-from libml.data.records import encode_png, write_records
-
 import numpy as np
 import tensorflow as tf
 from plain import TINY, make_trainer
@@ -38,24 +35,3 @@ def test_compiled_step_is_traced_once(digits):
     for _ in range(4):
         step(next(stream))
     assert step.experimental_get_tracing_count() == 1
-
-
-def test_baseline_data_never_contains_unlabelled_records(ml_data):
-    rng = np.random.RandomState(0)
-    labelled = [(encode_png(rng.randint(0, 200, (8, 8, 1))), i % 3) for i in range(12)]
-    unlabelled = [(encode_png(np.full((8, 8, 1), 255)), -1) for _ in range(12)]
-    mixed = [r for pair in zip(labelled, unlabelled) for r in pair]
-    write_records(str(ml_data / 'mix-train.tfrecord'), mixed)
-    write_records(str(ml_data / 'mix-test.tfrecord'), labelled[:3])
-    dataset = DataSet.from_records(
-        'mix-2', str(ml_data / 'mix-train.tfrecord'), str(ml_data / 'mix-test.tfrecord'), valid=2
-    )
-    assert len(dataset.train_labels) == 10
-    seen = set()
-    for images, labels in dataset.train_labelled(5, seed=0).take(8):  # four epochs of 10 images
-        assert np.all(labels.numpy() >= 0)
-        assert not np.any(np.all(images.numpy() == 1.0, axis=(1, 2, 3)))  # no all-white unlabelled image
-        seen.update(tuple(img.ravel()) for img in images.numpy())
-    assert len(seen) == 10
-    valid = [y for _, ys in dataset.eval_valid(8) for y in ys.numpy()]
-    assert valid == [0, 1]

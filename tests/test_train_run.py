@@ -11,10 +11,21 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+from libml import config
+from libml.data.streams import DEFAULT_CACHE_MB
+from libml.report import events
+from libml.train import run, run_folder
+
 import pytest
 from conftest import ROOT, TINY_TRAIN, run_cli
-from PIL import Image
+
+import ict
+import mean_teacher
+import mixup
+import pi_model
+import pseudo_label
+import realmix
+import vat
 
 
 def run_dirs(train_dir, dataset):
@@ -140,17 +151,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained, digits, tmp_path
     assert re.search(r'ema .*test +\d+\.\d+', out.stdout), out.stdout
 
 
-def test_checkpoint_from_another_architecture_is_a_clear_error(trained, digits, tmp_path):
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
-    run_dir = trained[1]
-    proc = run_cli(
-        common + ['--filters=16', f'--eval_ckpt={run_dir}/tf/model.ckpt-0000001024'], ml_data=digits, check=False
-    )
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    [line] = [x for x in proc.stderr.splitlines() if x.startswith('error:')]
-    assert 'does not fit' in line
-
-
 def export_test_images(ml_data, folder):
     """Writes digits-test.tfrecord as PNGs in class folders; returns the labels in sorted path order."""
     from libml.data.records import read_records
@@ -164,92 +164,40 @@ def export_test_images(ml_data, folder):
     return paths
 
 
-def test_inference_matches_eval_ckpt_accuracy(trained, digits, tmp_path):
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
-    run_dir = trained[1]
-    ckpt = f'{run_dir}/tf/model.ckpt-0000002048'
-    paths = export_test_images(digits, tmp_path / 'images')
-    out_dir = tmp_path / 'pred'
-    out_dir.mkdir()
-    inferred = run_cli(
-        common
-        + [
-            '--perform_inference',
-            f'--inference_dir={tmp_path / "images"}',
-            f'--inference_ckpt={ckpt}',
-            f'--inference_out={out_dir}',
-        ],
-        ml_data=digits,
-    ).stdout
-    evaluated = run_cli(common + [f'--eval_ckpt={ckpt}'], ml_data=digits).stdout
-    inference_acc = float(re.search(r'Inference accuracy: ([\d.]+)%', inferred).group(1))
-    ema_test_acc = float(re.search(r'ema .*test +([\d.]+)', evaluated).group(1))
-    assert inference_acc == pytest.approx(ema_test_acc, abs=0.01)
-    predicted = np.load(out_dir / 'digits.1@50-250_pred.npy')
-    rows = open(out_dir / 'digits.1@50-250_pred.csv').read().splitlines()
-    assert rows[0] == 'path,class,confidence' and len(rows) == len(paths) + 1 == len(predicted) + 1
-    assert [r.split(',')[0].strip('"') for r in rows[1:]] == sorted(paths)
-    again = run_cli(
-        common
-        + [
-            '--perform_inference',
-            f'--inference_dir={tmp_path / "images"}',
-            f'--inference_ckpt={ckpt}',
-            f'--inference_out={out_dir}',
-        ],
-        ml_data=digits,
-        check=False,
-    )
-    assert again.returncode == 1 and 'already exists' in again.stderr
+TINY_RUN = dict(
+    train_kimg=1,
+    report_kimg=1,
+    save_kimg=1,
+    filters=8,
+    repeat=1,
+    batch=16,
+    augment='svhn',
+    uratio=2,
+    dataset='digits.1@50-250',
+    strategy='none',
+)
 
 
-def test_grayscale_inference_resizes_rgb_images(trained, digits, tmp_path):
-    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
-    run_dir = trained[1]
-    folder = tmp_path / 'photos'
-    (folder / '3').mkdir(parents=True)
-    Image.new('RGB', (40, 30), (200, 10, 10)).save(folder / '3' / 'a.jpg')
-    out = run_cli(
-        common
-        + [
-            '--perform_inference',
-            f'--inference_dir={folder}',
-            f'--inference_ckpt={run_dir}/tf',
-            f'--inference_out={tmp_path}',
-        ],
-        ml_data=digits,
-    )
-    assert 'Inference accuracy' in out.stdout
-    assert np.load(tmp_path / 'digits.1@50-250_pred.npy').shape == (1,)
+@pytest.mark.parametrize(
+    'cls', [mixup.MixUp, ict.ICT, mean_teacher.MeanTeacher, pi_model.PiModel, pseudo_label.PseudoLabel, vat.VAT]
+)
+def test_each_algorithm_trains_reports_and_saves(digits, tmp_path, cls, capsys):
+    cfg = config.build(cls, train_dir=str(tmp_path), **TINY_RUN)
+    trainer = run.train(cfg, cls)
+    assert 'kimg     1  accuracy train' in capsys.readouterr().out
+    run_dir = config.run_dir(cfg, cls)
+    assert os.path.basename(run_dir).startswith(cls.name + '_') and 'uratio2' in run_dir
+    assert os.path.exists(os.path.join(run_dir, 'tf', 'model.ckpt-0000001024.index'))
+    for tag in cls.loss_names:
+        assert events.read_scalars(os.path.join(run_dir, 'tf'), f'losses/{tag}'), tag
+    assert int(trainer.images_seen.numpy()) == 1024
 
 
-def test_load_checkpoint_copies_every_layer_but_the_head(trained, digits, tmp_path):
-    import tensorflow as tf
-
-    source = trained[1] + '/tf/model.ckpt-0000002048'
-    out = run_cli(
-        [
-            'realmix.py',
-            '--dataset=digits.1@50-250',
-            f'--train_dir={tmp_path}',
-            '--train_kimg=1',
-            '--lr=0',
-            f'--load_checkpoint={source}',
-        ]
-        + TINY_TRAIN,
-        ml_data=digits,
-    ).stdout
-    assert 'Fine-tuning from' in out
-    [run_dir] = run_dirs(tmp_path, 'digits.1@50-250')
-    before = tf.train.load_checkpoint(source)
-    after = tf.train.load_checkpoint(os.path.join(run_dir, 'tf', 'model.ckpt-0000001024'))
-    keys = [
-        k
-        for k in before.get_variable_to_shape_map()
-        if k.startswith('model/') and k.endswith('VARIABLE_VALUE') and 'moving' not in k
-    ]
-    head = [k for k in keys if k.startswith('model/head/')]
-    assert len(head) == 2 and len(keys) > 10
-    for key in keys:
-        same = np.array_equal(before.get_tensor(key), after.get_tensor(key))
-        assert same == (key not in head), key  # lr=0: trained weights stay as loaded, the head is new
+def test_automatic_cache_size_is_pinned_by_the_run_for_an_exact_resume(tmp_path):
+    cfg = config.build(realmix.RealMix, train_dir=str(tmp_path))
+    run_dir = config.run_dir(cfg, realmix.RealMix)
+    first = run.pinned_cache(cfg, run_dir)
+    assert first.cache_mb == DEFAULT_CACHE_MB > 0
+    run_folder.write_status(run_dir, cache_mb=123)  # what the run's first session used
+    assert run.pinned_cache(cfg, run_dir).cache_mb == 123
+    assert run.pinned_cache(cfg.replace(cache_mb=0), run_dir).cache_mb == 0  # an explicit value wins

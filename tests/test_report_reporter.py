@@ -5,7 +5,6 @@ import os
 
 from libml import config
 from libml.data.records import read_labels
-from libml.report import metrics, pictures
 from libml.report.reporter import Reporter, hparams
 from libml.train import run
 
@@ -21,16 +20,6 @@ from fully_supervised.fs_baseline import FSBaseline
 # --------------------------------------------------------------------------- pure parts
 
 
-def test_confusion_matrix_counts_true_rows_against_predicted_columns():
-    labels = [0, 0, 1, 2, 2, 2]
-    predictions = [0, 1, 1, 2, 0, 2]
-    # By hand: class 0 -> predicted 0 once, 1 once; class 1 -> 1 once; class 2 -> 2 twice, 0 once.
-    expected = [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]  # class 3 never occurs
-    matrix = pictures.confusion_matrix(labels, predictions, 4)
-    assert matrix.dtype == np.int64
-    np.testing.assert_array_equal(matrix, expected)
-
-
 def parse_table(text):
     """(class names, int matrix) of a `pictures.confusion_table` Markdown table."""
     lines = text.strip().splitlines()
@@ -40,52 +29,11 @@ def parse_table(text):
     return names, np.array([[int(v) for v in r[1:]] for r in rows])
 
 
-def test_confusion_table_and_figure_show_the_counts():
-    matrix = np.array([[5, 1, 0], [2, 7, 0], [0, 0, 9]])
-    names, counts = parse_table(pictures.confusion_table(matrix, ['cat', 'dog', 'a|b']))
-    assert names == ['cat', 'dog', 'a/b']
-    np.testing.assert_array_equal(counts, matrix)
-    image = pictures.confusion_figure(matrix, ['cat', 'dog', 'a|b'], title='test')
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    assert image.shape[0] >= 200 and image.shape[1] >= 200
-    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # drawn, not a blank canvas
-
-
-def test_grid_tiles_row_major_enlarged_with_white_lines():
-    images = np.stack([np.full((2, 2, 1), v, np.float32) for v in (-1.0, 0.0, 1.0)])
-    out = pictures.grid(images, columns=2, min_side=4)  # tiles enlarged 2x to 4x4, 2 columns, 2 rows
-    assert out.shape == (2 * 5 - 1, 2 * 5 - 1, 1) and out.dtype == np.uint8
-    assert np.all(out[0:4, 0:4] == 0)  # -1 -> black
-    assert np.all(out[0:4, 5:9] == 128)  # 0 -> mid grey
-    assert np.all(out[5:9, 0:4] == 255)  # 1 -> white
-    assert np.all(out[4, :] == 255) and np.all(out[:, 4] == 255)  # separating lines
-    assert np.all(out[5:9, 5:9] == 255)  # empty cell
-    assert pictures.grid(np.zeros((100, 8, 8, 3)), limit=64).shape == (8 * 33 - 1, 8 * 33 - 1, 3)
-
-
-def test_median_of_recent_uses_the_last_reports_up_to_the_step():
-    history = {1024: 10.0, 2048: 30.0, 3072: 20.0, 4096: 90.0}
-    assert metrics.median_of_recent(history, 3072, count=2) == 25.0  # 30 and 20; 4096 is later
-    assert metrics.median_of_recent(history, 3072, count=10) == 20.0  # 10, 30, 20
-    assert np.isnan(metrics.median_of_recent(history, 512))
-
-
 # --------------------------------------------------------------------------- Algorithm.pictures
 
 
 class Views(Plain):
     views = ('weak', 'weak', 'strong')
-
-
-def test_default_pictures_are_the_labelled_batch_and_every_view():
-    algo = Views(config.build(Views), 10)
-    x = tf.random.uniform([4, 8, 8, 1], -1, 1)
-    u = tf.random.uniform([8, 3, 8, 8, 1], -1, 1)
-    shown = algo.pictures(None, (x, tf.zeros([4], tf.int64)), (u, -tf.ones([8], tf.int64)))
-    assert list(shown) == ['labelled', 'unlabelled_weak_1', 'unlabelled_weak_2', 'unlabelled_strong']
-    np.testing.assert_array_equal(shown['labelled'], x)
-    for i, name in enumerate(list(shown)[1:]):
-        np.testing.assert_array_equal(shown[name], u[:, i])
 
 
 def partner_weights(mixed, sources):
@@ -106,36 +54,6 @@ def partner_weights(mixed, sources):
         assert best[2] < 1e-5, f'row {i} is no mix of two source rows'
         out.append(best[:2])
     return out
-
-
-def test_realmix_pictures_mix_the_labelled_and_unlabelled_batch_in_pairs():
-    from realmix import RealMix
-
-    algo = RealMix(config.build(RealMix), 10)
-    rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, (4, 6, 6, 1)).astype(np.float32)
-    u = rng.uniform(-1, 1, (4, 2, 6, 6, 1)).astype(np.float32)
-    step = type('Step', (), {'seed': tf.constant([3, 7], tf.int64)})
-    shown = algo.pictures(step, (tf.constant(x), tf.zeros([4], tf.int64)), (tf.constant(u), -tf.ones([4], tf.int64)))
-    assert list(shown) == ['labelled', 'unlabelled_weak_1', 'unlabelled_weak_2', 'mixed_labelled', 'mixed_unlabelled']
-    stacked = np.concatenate([x, u[:, 0], u[:, 1]])
-    mixed = np.concatenate([shown['mixed_labelled'], shown['mixed_unlabelled']])
-    assert shown['mixed_labelled'].shape == x.shape and mixed.shape == stacked.shape
-    pairs = partner_weights(mixed, stacked)
-    assert all(0.5 - 1e-5 <= lam <= 1 + 1e-5 for _, lam in pairs)  # MixUp keeps the row's own image dominant
-    assert sorted(j for j, _ in pairs) == list(range(12))  # partners are a permutation of the stacked batch
-
-
-def test_ict_pictures_mix_each_unlabelled_row_with_its_mirror():
-    from ict import ICT
-
-    algo = ICT(config.build(ICT), 10)
-    u = np.random.RandomState(1).uniform(-1, 1, (5, 1, 4, 4, 3)).astype(np.float32)
-    step = type('Step', (), {'seed': tf.constant([0, 1], tf.int64)})
-    shown = algo.pictures(step, (tf.zeros([2, 4, 4, 3]), tf.zeros([2], tf.int64)), (tf.constant(u), tf.zeros([5])))
-    assert list(shown) == ['labelled', 'unlabelled_weak', 'mixed_unlabelled']
-    pairs = partner_weights(np.asarray(shown['mixed_unlabelled']), u[:, 0])
-    assert [j for j, _ in pairs][:2] + [j for j, _ in pairs][3:] == [4, 3, 1, 0]  # row i with row 4 - i
 
 
 def test_hparams_are_the_run_dir_settings_the_algorithm_ones_and_its_name():

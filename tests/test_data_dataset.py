@@ -1,20 +1,16 @@
 """DataSet pipelines and dataset names, on tiny 16x16 grayscale record files built in-process."""
 
-import glob
 import hashlib
 import os
-import subprocess
 
-from libml.data import image_cache, splits
 from libml.data import names as datanames
+from libml.data import splits
 from libml.data.dataset import DataSet, balanced_holdout
 from libml.data.records import encode_png, write_records
-from libml.data.streams import DEFAULT_CACHE_MB, WindowLayout, available_memory_mb
 from libml.errors import UserError
 
 import numpy as np
 import pytest
-from conftest import tmpfs
 
 SIDE = 16
 NCLASS = 10
@@ -88,45 +84,6 @@ def tiny(ml_data):
 
 
 # --------------------------------------------------------------------------- names
-
-
-@pytest.mark.parametrize(
-    'text, expected',
-    [
-        ('cifar10.3@250-5000', ('cifar10', 3, 250, 5000)),
-        ('mydataset_aug50.3@450-50', ('mydataset_aug50', 3, 450, 50)),
-        ('Digits_2.0@1-0', ('Digits_2', 0, 1, 0)),
-    ],
-)
-def test_parse_dataset_name_good(text, expected):
-    parsed = datanames.parse_dataset_name(text)
-    assert (parsed.name, parsed.seed, parsed.size, parsed.valid) == expected
-    assert str(parsed) == text
-    assert parsed.split == text.rsplit('-', 1)[0]
-
-
-@pytest.mark.parametrize(
-    'text',
-    [
-        'my-data.1@50-10',
-        'my.data.1@50-10',
-        'cifar10.1@50',
-        'cifar10-50',
-        'cifar10.x@50-10',
-        '.1@50-10',
-        'cifar10.1@50-10-3',
-    ],
-)
-def test_parse_dataset_name_bad_shows_pattern(text):
-    with pytest.raises(UserError, match=r'<name>\.<seed>@<size>-<valid>'):
-        datanames.parse_dataset_name(text)
-
-
-def test_parse_plain_names_for_baselines():
-    parsed = datanames.parse_dataset_name('mydataset-50', allow_plain=True)
-    assert (parsed.name, parsed.seed, parsed.valid) == ('mydataset', None, 50)
-    with pytest.raises(UserError, match='<name>-<valid>'):
-        datanames.parse_dataset_name('my-dataset-50', allow_plain=True)
 
 
 def test_index_code_round_trip():
@@ -374,13 +331,6 @@ def test_memory_budget_is_shared_labelled_first(ml_data):
     assert cached(2) == {False: True, True: True}
 
 
-def test_default_cache_is_half_the_available_memory(tiny):
-    with open('/proc/meminfo') as f:
-        available = next(int(line.split()[1]) for line in f if line.startswith('MemAvailable:')) >> 10
-    assert abs(available_memory_mb() - available) < 0.1 * available + 64
-    assert DataSet.from_name('tiny.1@50-10').cache_mb == DEFAULT_CACHE_MB
-
-
 def test_streamed_equals_cached_when_a_window_holds_the_epoch(tiny):
     cached = DataSet.from_name('tiny.1@50-100', augment='cifar10')
     streamed = DataSet.from_name('tiny.1@50-100', augment='cifar10', cache_mb=0)
@@ -394,39 +344,6 @@ def test_streamed_equals_cached_when_a_window_holds_the_epoch(tiny):
     b, b_labels = take_images(streamed.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 64)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a_labels, b_labels)
-
-
-def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monkeypatch):
-    monkeypatch.setattr(image_cache, 'MIN_RECORDS', 1)
-    unlabel = datanames.split_paths('tiny.1@50', str(ml_data))[1]
-
-    def stream():
-        ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
-        return take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)[0]
-
-    first = stream()  # decodes, writes the cache
-    assert digest(first) == GOLDEN['unlabelled', 93][0]
-    (cache,) = glob.glob(unlabel + '.*.pixels')
-    assert not [n for n in os.listdir(os.path.dirname(unlabel)) if n.endswith('.tmp')]
-    np.testing.assert_array_equal(stream(), first)  # read back
-    with open(cache, 'r+b') as f:  # a later start reads the cache: white pixels show through
-        f.seek(image_cache.HEADER)
-        f.write(b'\xff' * (os.path.getsize(cache) - image_cache.HEADER))
-    assert (stream() == 1).all()
-    os.utime(unlabel, ns=(1, 1))  # the record file changed: the stale cache is decoded again
-    np.testing.assert_array_equal(stream(), first)
-    assert glob.glob(unlabel + '.*.pixels') == [cache] and (stream() == first).all()
-
-
-def test_decoded_images_are_not_cached_in_a_read_only_folder(ml_data, monkeypatch):
-    monkeypatch.setattr(image_cache, 'MIN_RECORDS', 1)
-    with tmpfs(ml_data / 'SSL', 'size=4m') as ssl:
-        build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-        subprocess.run(['mount', '-o', 'remount,ro', str(ssl)], check=True)
-        ds = DataSet.from_name('tiny.1@50-100', augment='cifar10')
-        images, _ = take_images(ds.train_unlabelled(8, ('weak', 'weak'), seed=5, start=93), 24)
-        assert digest(images) == GOLDEN['unlabelled', 93][0]
-        assert not [n for n in os.listdir(ssl) if not n.endswith(('.tfrecord', '.json'))]
 
 
 def shuffle(positions, key, count):
@@ -460,46 +377,10 @@ def window_order(count, window, seed, epochs):
     return np.array(order)
 
 
-def test_streamed_order_follows_the_window_layout(ml_data):
-    # 220 records: 200 labelled (label i % 10), 20 unlabelled; 10 held out for validation (round
-    # robin: records 0..9) leave 190 training records 10..199. shuffle_buffer=130: blocks of 3
-    # records, 43 blocks (129 records) per window, 63 whole blocks + a short one of 1 record.
-    build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-    ds = DataSet.from_records(
-        'tiny-10', datanames.train_path('tiny'), datanames.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=130
-    )
-    layout = WindowLayout(190, 130)
-    assert (layout.block, layout.per_window, layout.full, layout.blocks, layout.windows) == (3, 43, 63, 64, 2)
-    images, labels = take_images(ds.train_labelled(10, seed=4), 3 * 190)
-    served = np.array([index_of(x) for x in images])
-    np.testing.assert_array_equal(served, 10 + window_order(190, 130, 4, 3))
-    assert labels.tolist() == [i % NCLASS for i in served]
-    for e in range(3):  # every epoch serves every training record once
-        assert sorted(served[e * 190 : (e + 1) * 190]) == list(range(10, 200))
-
-
 def bytes_read():
     """Bytes this process has read from files so far (Linux /proc/self/io rchar)."""
     with open('/proc/self/io') as f:
         return int(next(line for line in f if line.startswith('rchar:')).split()[1])
-
-
-@pytest.mark.skipif(not os.path.exists('/proc/self/io'), reason='needs Linux /proc/self/io')
-def test_late_resume_of_a_streamed_file_reads_about_one_window(ml_data):
-    build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-    path = datanames.train_path('tiny')
-    ds = DataSet.from_records('tiny-10', path, datanames.test_path('tiny'), 10, cache_mb=0, shuffle_buffer=20)
-    start = 5 * 190 + 17  # 5 epochs and 17 images
-    take_images(ds.train_labelled(8, seed=2, start=start), 8)  # AutoGraph reads sources the first time only
-    before = bytes_read()
-    resumed, resumed_labels = take_images(ds.train_labelled(8, seed=2, start=start), 8)
-    read = bytes_read() - before
-    # windows of 20 records: the resumed stream reads the window holding `start`, the next one and
-    # what the prefetch buffers hold, far less than one epoch (the file) and 5 epochs of a replay.
-    assert read < os.path.getsize(path)
-    stream, labels = take_images(ds.train_labelled(8, seed=2), start + 8)
-    np.testing.assert_array_equal(resumed, stream[start:])
-    np.testing.assert_array_equal(resumed_labels, labels[start:])
 
 
 # --------------------------------------------------------------------------- validation of the baselines
@@ -688,3 +569,24 @@ def test_validation_beyond_an_augmented_copy_suggests_its_valid_size(ml_data):
         DataSet.from_name('tiny_aug2.1@50-40')
     with pytest.raises(UserError, match=r'--valid_size=150 --overwrite$'):
         DataSet.from_name('tiny_aug2.1@50-400')
+
+
+def test_baseline_data_never_contains_unlabelled_records(ml_data):
+    rng = np.random.RandomState(0)
+    labelled = [(encode_png(rng.randint(0, 200, (8, 8, 1))), i % 3) for i in range(12)]
+    unlabelled = [(encode_png(np.full((8, 8, 1), 255)), -1) for _ in range(12)]
+    mixed = [r for pair in zip(labelled, unlabelled) for r in pair]
+    write_records(str(ml_data / 'mix-train.tfrecord'), mixed)
+    write_records(str(ml_data / 'mix-test.tfrecord'), labelled[:3])
+    dataset = DataSet.from_records(
+        'mix-2', str(ml_data / 'mix-train.tfrecord'), str(ml_data / 'mix-test.tfrecord'), valid=2
+    )
+    assert len(dataset.train_labels) == 10
+    seen = set()
+    for images, labels in dataset.train_labelled(5, seed=0).take(8):  # four epochs of 10 images
+        assert np.all(labels.numpy() >= 0)
+        assert not np.any(np.all(images.numpy() == 1.0, axis=(1, 2, 3)))  # no all-white unlabelled image
+        seen.update(tuple(img.ravel()) for img in images.numpy())
+    assert len(seen) == 10
+    valid = [y for _, ys in dataset.eval_valid(8) for y in ys.numpy()]
+    assert valid == [0, 1]

@@ -1,0 +1,67 @@
+"""A real linear classifier and one algorithm step on a fixed tiny batch, for the algorithm files' loss tests.
+
+The model has no batch norm, so interleaving and `update_stats` do not change its outputs; random
+draws (VAT's d, MixUp's and ICT's lam and permutation) are inputs the tests draw with the same
+stateless primitives and seed, then the formula is computed in numpy.
+"""
+
+from libml import algorithm, config
+
+import numpy as np
+import tensorflow as tf
+
+K, B = 3, 4
+
+
+SEED = tf.constant([5, 9], tf.int64)
+
+
+class Linear(tf.Module):
+    """logits = flatten(x) @ w + b."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = tf.Variable(w), tf.Variable(b)
+
+    def __call__(self, x, training=False, update_stats=True):
+        return tf.reshape(x, [x.shape[0], -1]) @ self.w + self.b
+
+    def numpy(self, x):
+        return np.asarray(x).reshape(len(x), -1) @ self.w.numpy() + self.b.numpy()
+
+
+def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def xent(targets, logits):
+    """Row-wise cross-entropy of soft targets [N, K] against logits."""
+    return -(targets * np.log(softmax(logits))).sum(1)
+
+
+def setup(uratio=1, views=2):
+    rng = np.random.RandomState(0)
+    model = Linear(rng.normal(0, 1, (4, K)).astype(np.float32), rng.normal(0, 0.1, K).astype(np.float32))
+    ema = Linear(rng.normal(0, 1, (4, K)).astype(np.float32), np.zeros(K, np.float32))
+    x = rng.uniform(-1, 1, (B, 2, 2, 1)).astype(np.float32)
+    labels = np.array([0, 1, 2, 1])
+    u = rng.uniform(-1, 1, (B * uratio, views, 2, 2, 1)).astype(np.float32)
+    u_labels = np.array(([0, -1, 2, 2] * uratio)[: B * uratio])
+    step = algorithm.Step(model, ema, SEED, tf.constant(0.25), tf.constant(1000, tf.int64), 5000)
+    return model, ema, x, labels, u, u_labels, step
+
+
+def run_loss(cls, step, x, labels, u, u_labels, **settings):
+    cfg = config.build(cls, **settings)
+    algo = cls(cfg, K)
+    loss, stats = algo.loss(step, (tf.constant(x), tf.constant(labels)), (tf.constant(u), tf.constant(u_labels)))
+    return float(loss), {k: float(v) for k, v in stats.items()}
+
+
+def ramp(step, pos=0.4):
+    return min(float(step.images_seen) / (pos * step.total_images), 1.0)
+
+
+def supervised(model, x, labels):
+    return xent(np.eye(K)[labels], model.numpy(x)).mean()

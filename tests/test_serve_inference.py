@@ -1,0 +1,68 @@
+"""--perform_inference: folder predictions against --eval_ckpt (libml/serve/inference.py)."""
+
+import re
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN, run_cli
+from PIL import Image
+from test_train_run import export_test_images
+
+
+def test_inference_matches_eval_ckpt_accuracy(trained, digits, tmp_path):
+    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
+    run_dir = trained[1]
+    ckpt = f'{run_dir}/tf/model.ckpt-0000002048'
+    paths = export_test_images(digits, tmp_path / 'images')
+    out_dir = tmp_path / 'pred'
+    out_dir.mkdir()
+    inferred = run_cli(
+        common
+        + [
+            '--perform_inference',
+            f'--inference_dir={tmp_path / "images"}',
+            f'--inference_ckpt={ckpt}',
+            f'--inference_out={out_dir}',
+        ],
+        ml_data=digits,
+    ).stdout
+    evaluated = run_cli(common + [f'--eval_ckpt={ckpt}'], ml_data=digits).stdout
+    inference_acc = float(re.search(r'Inference accuracy: ([\d.]+)%', inferred).group(1))
+    ema_test_acc = float(re.search(r'ema .*test +([\d.]+)', evaluated).group(1))
+    assert inference_acc == pytest.approx(ema_test_acc, abs=0.01)
+    predicted = np.load(out_dir / 'digits.1@50-250_pred.npy')
+    rows = open(out_dir / 'digits.1@50-250_pred.csv').read().splitlines()
+    assert rows[0] == 'path,class,confidence' and len(rows) == len(paths) + 1 == len(predicted) + 1
+    assert [r.split(',')[0].strip('"') for r in rows[1:]] == sorted(paths)
+    again = run_cli(
+        common
+        + [
+            '--perform_inference',
+            f'--inference_dir={tmp_path / "images"}',
+            f'--inference_ckpt={ckpt}',
+            f'--inference_out={out_dir}',
+        ],
+        ml_data=digits,
+        check=False,
+    )
+    assert again.returncode == 1 and 'already exists' in again.stderr
+
+
+def test_grayscale_inference_resizes_rgb_images(trained, digits, tmp_path):
+    common = ['realmix.py', '--dataset=digits.1@50-250', f'--train_dir={tmp_path}'] + TINY_TRAIN
+    run_dir = trained[1]
+    folder = tmp_path / 'photos'
+    (folder / '3').mkdir(parents=True)
+    Image.new('RGB', (40, 30), (200, 10, 10)).save(folder / '3' / 'a.jpg')
+    out = run_cli(
+        common
+        + [
+            '--perform_inference',
+            f'--inference_dir={folder}',
+            f'--inference_ckpt={run_dir}/tf',
+            f'--inference_out={tmp_path}',
+        ],
+        ml_data=digits,
+    )
+    assert 'Inference accuracy' in out.stdout
+    assert np.load(tmp_path / 'digits.1@50-250_pred.npy').shape == (1,)
