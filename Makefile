@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ML_DATA ?= $(CURDIR)/data
 
-.PHONY: venv test test-all lint format demo reproduce benchmark clean
+.PHONY: venv test test-all lint format demo reproduce benchmark parity-env parity-check clean
 
 venv: $(VENV)/.installed
 
@@ -42,5 +42,24 @@ reproduce: venv
 benchmark: venv
 	$(BIN)/python scripts/benchmark.py
 
+# USB (PyPI semilearn), the reference implementation the parity harness compares with, in a venv of
+# its own: never a dependency of the project, of `make test` or of CI (docs/parity.md).
+PARITY_VENV := .venv-parity
+USB_VERSION := 0.3.2
+parity-env: venv $(PARITY_VENV)/.installed
+
+$(PARITY_VENV)/.installed: scripts/parity/requirements.txt
+	rm -rf $(PARITY_VENV)
+	$(PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_VENV)/bin/pip install --quiet --upgrade pip
+	$(PARITY_VENV)/bin/pip install --quiet -r scripts/parity/requirements.txt
+	$(PARITY_VENV)/bin/pip install --quiet --no-deps semilearn==$(USB_VERSION)
+	$(PARITY_VENV)/bin/python scripts/parity/usb.py
+	touch $@
+
+# The step-level check of every algorithm both codebases have (docs/parity.md).
+parity-check: parity-env
+	$(BIN)/python scripts/parity/step_check.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PARITY_VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Import stub for `aim`: semilearn 0.3.2 imports it at start-up, the harness never calls it (../../usb.py)."""
