@@ -59,7 +59,7 @@ $(PARITY_VENV)/.installed: scripts/parity/requirements.txt
 
 # The step-level check of every algorithm both codebases have (docs/parity.md).
 parity-check: parity-env
-	$(BIN)/python scripts/parity/step_check.py
+	$(BIN)/python -m scripts.parity.step_check
 
 clean:
 	rm -rf $(VENV) $(PARITY_VENV) .pytest_cache

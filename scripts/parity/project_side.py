@@ -6,15 +6,31 @@ cli) is in this file, so that the restructuring of libml into sub-packages chang
 
 import os
 
-from libml import data, rundir, workflow
+from libml import cli, data, rundir, workflow
 from libml.events import read_scalars
 from libml.utils import UserError, cli_main, data_dir, parse_int_list
 
 import numpy as np
 
-__all__ = ['UserError', 'cli_main', 'data_dir', 'parse_int_list', 'make_split', 'split_arrays', 'train', 'METHODS']
+__all__ = [
+    'METHODS',
+    'UserError',
+    'cli_main',
+    'data_dir',
+    'make_split',
+    'parse_int_list',
+    'project_config',
+    'split_arrays',
+    'train',
+]
 
 METHODS = workflow.METHODS
+
+
+def project_config(method, flags):
+    """(`Algorithm` class, `Config`) of the project's `method` (a METHODS label) run with `flags` after its own."""
+    algorithm = workflow.algorithm_of(method)
+    return algorithm, cli.parse(algorithm, workflow.with_defaults(METHODS[method][3], flags))
 
 
 def make_split(name, seed, labels, log=None):

@@ -79,8 +79,9 @@ def usb_args(cell, nclass, n_lb, n_ulb, workdir, workers):
     if 'warmup_kimg' in hyper:  # MixMatch ramps over kimg in the project, over a share of the run in USB
         hyper['unsup_warm_up'] = hyper.pop('warmup_kimg') / s.kimg
     recipe = algorithm.recipe
-    return argparse.Namespace(
+    settings = dict(
         algorithm=cell.algorithm,
+        ulb_loss_ratio=0.0,  # read by AlgorithmBase even for the supervised baseline
         num_classes=nclass,
         ema_m=s.ema,
         epoch=1,
@@ -121,8 +122,8 @@ def usb_args(cell, nclass, n_lb, n_ulb, workdir, workers):
         train_sampler='RandomSampler',
         num_workers=workers,
         seed=cell.seed,
-        **hyper,
     )
+    return argparse.Namespace(**{**settings, **hyper})
 
 
 def image_transforms(schedule, side, channels):

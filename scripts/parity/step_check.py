@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Step-level parity check: the project's loss and gradient on one fixed batch against USB's.
+
+    python -m scripts.parity.step_check          # every algorithm (needs make parity-env)
+    python -m scripts.parity.step_check --algorithms=fixmatch,fullysupervised --json=step_check.json
+
+For each algorithm: the project's TensorFlow WRN (table d's shape: 28x28x1, filters 16, repeat 2)
+is built with its own initialisation, its weights (and, for Mean Teacher, a perturbed EMA copy)
+are copied into the PyTorch twin, and one fixed batch goes through the project's
+`Algorithm.loss(step, labelled, unlabelled)` in a GradientTape, as libml/loop.py calls it, and
+through USB's `train_step` (scripts/parity/usb_step.py, in USB's venv). Printed: the largest
+absolute difference of the loss and of the gradient (over every parameter, mapped by name).
+
+Where a step draws random numbers, the draws are fixed on both sides: MixMatch's MixUp pairing
+and lambda (USB draws one lambda per batch, the project one per row: the check uses one), VAT's
+random direction. Variants marked `aligned` also patch, in this process only, one documented
+design difference on the project's side, to show that it is the only one.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from libml import algorithm as algorithm_lib
+from libml import maths, models
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from scripts.parity import project_side, spec, weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USB_PYTHON = os.path.join(ROOT, '.venv-parity', 'bin', 'python')
+SHAPE, NCLASS, SEED = (28, 28, 1), 10, 1
+# 16 labelled images per step, a run of 1024 steps checked at step 256 (ramps at 0.625).
+SCHEDULE = spec.Schedule(kimg=16, report_kimg=16, batch=16)
+STEP = 256
+TOLERANCE = dict(loss=1e-5, grad=1e-4)  # float32 agreement of two implementations of the same sums
+
+flags.DEFINE_string('algorithms', ','.join(spec.ALGORITHMS), 'Algorithms to check, comma-separated.')
+flags.DEFINE_string('json', '', 'Also write the results to this JSON file.')
+flags.DEFINE_string('usb_python', USB_PYTHON, "USB's Python (make parity-env).")
+FLAGS = flags.FLAGS
+
+
+# ------------------------------------------------------------------ the project's side, patched per variant
+
+
+def _one_forward(model, batches):
+    """The whole batch in one training-mode forward (USB's `use_cat`), in place of the project's interleaving."""
+    logits = model(tf.concat(batches, 0), training=True, update_stats=True)
+    return tf.split(logits, len(batches))
+
+
+def _kl_teacher_first(student_logits, teacher_logits):
+    """The VAT paper's LDS: KL(p(teacher) || p(student)), teacher first (USB's vat.py:99)."""
+    return maths.kl_divergence(tf.stop_gradient(teacher_logits), student_logits)
+
+
+@contextlib.contextmanager
+def patched(module, name, value):
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+# Per algorithm: [(variant, aligned patches [(module, attribute, value)], why)].
+VARIANTS = {
+    'fullysupervised': [('as is', [], '')],
+    'pimodel': [('as is', [], '')],
+    'meanteacher': [('as is', [], '')],
+    'pseudolabel': [('as is', [], '')],
+    'fixmatch': [
+        ('as is', [], 'batch norm over 1 + 2 uratio interleaved batches of b (project) vs one of all (USB use_cat)'),
+        ('aligned: one forward', [(algorithm_lib, 'forward_interleaved', _one_forward)], ''),
+    ],
+    'mixmatch': [
+        ('one lambda, same pairs', [], 'interleaved batches (project) vs none (USB mixmatch.py:92,110)'),
+        ('aligned: no interleaving', [(maths, 'interleave', lambda xy, batch: list(xy))], ''),
+    ],
+    'vat': [
+        ('same direction d', [], 'KL(student || teacher) (project maths.vat_loss) vs KL(teacher || student) (USB)'),
+        ('aligned: KL(teacher || student)', [(maths, 'vat_loss', _kl_teacher_first)], ''),
+    ],
+}
+
+
+def _split_threshold(confidences):
+    """A threshold in the widest gap among the middle half of `confidences`: about half pass, none near it."""
+    c = np.sort(np.asarray(confidences))
+    lo, hi = len(c) // 4, 3 * len(c) // 4
+    i = lo + int(np.argmax(np.diff(c[lo : hi + 1])))
+    return float((c[i] + c[i + 1]) / 2)
+
+
+def _threshold(name, model, x, views):
+    """USB's p_cutoff and the project's flag for it, chosen so that about half the unlabelled rows are kept.
+
+    The confidences are those of the forward both sides share once aligned (FixMatch: one forward of all).
+    """
+    if name == 'fixmatch':
+        logits = model(tf.concat([x, views[:, 0], views[:, 1]], 0), training=True, update_stats=False)
+        weak = logits[len(x) : len(x) + len(views)]
+        value = _split_threshold(tf.reduce_max(tf.nn.softmax(weak), -1))
+        return value, f'--confidence={value!r}'
+    if name == 'pseudolabel':
+        value = _split_threshold(tf.reduce_max(tf.nn.softmax(model(views[:, 0], training=True)), -1))
+        return value, f'--threshold={value!r}'
+    return None, None
+
+
+def project_step(cell, variant_patches, arrays):
+    """The project's (loss, {torch name: gradient}) on the check's batch; fills `arrays` for USB's side."""
+    algorithm = spec.ALGORITHMS[cell.algorithm]
+    s = cell.schedule
+    tf.random.set_seed(SEED)
+    model = models.create_model('resnet', NCLASS, SHAPE, s.filters, s.repeat, s.scales, bn_momentum=s.bn_momentum)
+    ema_model = models.create_model('resnet', NCLASS, SHAPE, s.filters, s.repeat, s.scales, bn_momentum=s.bn_momentum)
+    for ema, v in zip(ema_model.variables, model.variables, strict=True):  # a teacher that is not the student
+        ema.assign(v + 0.01 * tf.random.normal(v.shape) if v.trainable else v)
+    rng = np.random.default_rng(SEED)
+    u = s.batch * algorithm.uratio
+    x = rng.uniform(-1, 1, (s.batch, *SHAPE)).astype(np.float32)
+    y = rng.integers(0, NCLASS, s.batch)
+    views = rng.uniform(-1, 1, (u, 2, *SHAPE)).astype(np.float32)
+    threshold, threshold_flag = _threshold(cell.algorithm, model, x, views)
+    method_flags = s.project_flags(algorithm) + ([threshold_flag] if threshold_flag else [])
+    algorithm_class, config = project_side.project_config(algorithm.method, ['--dataset=check.1@1-0'] + method_flags)
+    images_seen = STEP * s.batch
+    step = algorithm_lib.Step(
+        model,
+        ema_model,
+        tf.constant([SEED, images_seen], tf.int64),
+        tf.constant(images_seen / config.total_images, tf.float32),
+        tf.constant(images_seen, tf.int64),
+        config.total_images,
+    )
+    instance = algorithm_class(config, NCLASS)
+    nviews = len(instance.views)
+    unlabelled = None if not nviews else (tf.constant(views[:, :nviews]), tf.fill([u], tf.constant(-1, tf.int64)))
+    to_nchw = lambda a: np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2))
+    arrays.update(
+        it=STEP,
+        scales=models.default_scales(SHAPE[0]) if not s.scales else s.scales,
+        nclass=NCLASS,
+        x_lb=to_nchw(x),
+        y_lb=y,
+        x_ulb_w=to_nchw(views[:, 0]),
+        x_ulb_s=to_nchw(views[:, 1]),
+    )
+    if threshold is not None:
+        arrays['hyper/p_cutoff'] = np.float64(threshold)
+    patches = list(variant_patches)
+    if cell.algorithm == 'mixmatch':
+        lam, perm = _mixup_draws(step, s.batch + 2 * u, float(config.hp.beta))
+        arrays.update(lam=np.float64(lam), perm=perm)
+        patches.append((maths, 'beta_lambda', lambda seed, n, beta: tf.fill([n], tf.constant(lam, tf.float32))))
+    if cell.algorithm == 'vat':  # the draw maths.vat_perturbation makes from the step's seed
+        arrays['vat_d'] = to_nchw(tf.random.stateless_normal(views[:, 0].shape, step.seed).numpy())
+    arrays.update({f'w/{k}': v for k, v in weights.state_dict(model).items()})
+    arrays.update({f'e/{k}': v for k, v in weights.state_dict(ema_model).items()})
+    with contextlib.ExitStack() as stack:
+        for module, name, value in patches:
+            stack.enter_context(patched(module, name, value))
+        with tf.GradientTape() as tape:
+            loss, _ = instance.loss(step, (tf.constant(x), tf.constant(y, tf.int64)), unlabelled)
+        grads = tape.gradient(loss, model.trainable_variables)
+    return float(loss), weights.gradients(model, model.trainable_variables, grads)
+
+
+def _mixup_draws(step, n, beta):
+    """(lambda, pairing [n]) for both sides: one lambda in [0.5, 1] for every row (USB's form); the pairing the
+    project's `maths.mixup` draws from the step's seed, read off by mixing row numbers with lambda 0."""
+    lam = float(np.random.default_rng(SEED).beta(beta, beta))
+    with patched(maths, 'beta_lambda', lambda seed, rows, b: tf.zeros([rows])):
+        rows, _ = maths.mixup(tf.range(n, dtype=tf.float32)[:, None], tf.zeros([n, 1]), beta, step.seed)
+    return max(lam, 1 - lam), np.round(rows.numpy()[:, 0]).astype(np.int64)
+
+
+# ------------------------------------------------------------------ USB's side and the comparison
+
+
+def usb_step(arrays, usb_python):
+    """USB's (loss, {name: gradient}) for the check's arrays, computed in USB's venv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = os.path.join(tmp, 'in.npz'), os.path.join(tmp, 'out.npz')
+        np.savez(source, **arrays)
+        proc = subprocess.run(
+            [usb_python, '-m', 'scripts.parity.usb_step', source, target], cwd=ROOT, capture_output=True, text=True
+        )
+        if proc.returncode:
+            raise project_side.UserError(f"USB's step failed:\n{proc.stderr[-3000:]}")
+        with np.load(target) as f:
+            return float(f['loss']), {k[2:]: f[k] for k in f.files if k.startswith('g/')}
+
+
+def check(name, usb_python=USB_PYTHON):
+    """[{algorithm, variant, loss_project, loss_usb, dloss, dgrad, grad_scale, worst, verdict, why}] for `name`."""
+    cell = spec.Cell('usb', name, 'check', SEED, SCHEDULE)
+    rows = []
+    for variant, patches, why in VARIANTS[name]:
+        arrays = {'cell': json.dumps(dataclasses.asdict(cell))}
+        loss, grads = project_step(cell, patches, arrays)
+        usb_loss, usb_grads = usb_step(arrays, usb_python)
+        assert set(grads) == set(usb_grads), set(grads) ^ set(usb_grads)
+        dgrad = {k: float(np.max(np.abs(grads[k] - usb_grads[k]))) for k in grads}
+        worst = max(dgrad, key=dgrad.get)
+        scale = max(float(np.max(np.abs(g))) for g in grads.values())
+        equal = abs(loss - usb_loss) <= TOLERANCE['loss'] and dgrad[worst] <= TOLERANCE['grad']
+        rows.append(
+            dict(
+                algorithm=name,
+                variant=variant,
+                loss_project=loss,
+                loss_usb=usb_loss,
+                dloss=abs(loss - usb_loss),
+                dgrad=dgrad[worst],
+                worst=worst,
+                grad_scale=scale,
+                verdict='equal' if equal else 'differs',
+                why=why,
+            )
+        )
+    return rows
+
+
+HEADER = '| algorithm | variant | loss (project) | loss (USB) | max abs dloss | max abs dgrad (max abs grad) | verdict'
+
+
+def print_table(rows):
+    print(HEADER)
+    print('|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(
+            f'| {r["algorithm"]} | {r["variant"]} | {r["loss_project"]:.6f} | {r["loss_usb"]:.6f} | {r["dloss"]:.1e} '
+            f'| {r["dgrad"]:.1e} ({r["grad_scale"]:.1e}) | {r["verdict"]}{": " + r["why"] if r["why"] else ""} |'
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    if not os.path.exists(FLAGS.usb_python):
+        raise project_side.UserError(f'{FLAGS.usb_python} is missing: run `make parity-env` first')
+    names = [n.strip() for n in FLAGS.algorithms.split(',') if n.strip()]
+    unknown = [n for n in names if n not in spec.ALGORITHMS]
+    if unknown:
+        raise project_side.UserError(f'--algorithms: unknown {unknown}; expected some of {", ".join(spec.ALGORITHMS)}')
+    rows = []
+    for name in names:
+        rows += check(name, FLAGS.usb_python)
+        print(f'{name}: done', file=sys.stderr, flush=True)
+    print_table(rows)
+    if FLAGS.json:
+        with open(FLAGS.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+    app.run(project_side.cli_main(main))

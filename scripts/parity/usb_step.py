@@ -1,0 +1,99 @@
+"""USB's side of the step-level check (run in USB's venv by scripts/parity/step_check.py).
+
+    .venv-parity/bin/python -m scripts.parity.usb_step IN.npz OUT.npz
+
+IN (written by step_check.py): `cell` (JSON of a spec.Cell), `it` (the step), the project's weights
+`w/<name>` and EMA weights `e/<name>` in PyTorch names and layouts, the batch (`x_lb` [b, C, H, W],
+`y_lb` [b], `x_ulb_w`, `x_ulb_s` [u, C, H, W]), `hyper/<USB argument>` overrides (thresholds), and the
+draws fixed for the check: `lam` and `perm` (MixMatch's MixUp), `vat_d` (VAT's random direction).
+OUT: `loss` and `g/<name>` (d loss / d parameter) of USB's `train_step` on that batch, before any update.
+"""
+
+import contextlib
+import json
+import sys
+
+import numpy as np
+import torch
+
+from scripts.parity import usb, usb_train, wrn
+
+
+class _FixedNormalTorch:
+    """Stands for `torch` in semilearn's vat.py, whose `torch.Tensor(size).normal_()` (vat.py:66) then yields `d`."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def Tensor(self, *size):  # noqa: N802 (torch's name)
+        d = self._d
+
+        class Draw:
+            def normal_(self):
+                return d.clone()
+
+        return Draw()
+
+
+@contextlib.contextmanager
+def fixed_draws(arrays):
+    """USB's random draws inside `train_step` replaced by the check's: MixUp's lambda and pairing, VAT's direction."""
+    from semilearn.algorithms.vat import vat
+
+    saved = (np.random.beta, torch.randperm, vat.torch)
+    try:
+        if 'lam' in arrays:  # algorithms/utils/ops.py:55-62 mixup_one_target
+            lam, perm = float(arrays['lam']), torch.from_numpy(arrays['perm'].astype(np.int64))
+            np.random.beta = lambda a, b: lam
+            torch.randperm = lambda n, *args, **kwargs: perm
+        if 'vat_d' in arrays:
+            vat.torch = _FixedNormalTorch(torch.from_numpy(arrays['vat_d']))
+        yield
+    finally:
+        np.random.beta, torch.randperm, vat.torch = saved
+
+
+def step(arrays):
+    """(loss, {name: gradient}) of USB's train_step on the check's batch and weights."""
+    sl = usb.semilearn()
+    usb.cpu_only()
+    cell = usb_train.cell_from_json(str(arrays['cell']))
+    s = cell.schedule
+    nclass, channels = int(arrays['nclass']), arrays['x_lb'].shape[1]
+    args = usb_train.usb_args(cell, nclass, len(arrays['y_lb']), len(arrays['x_ulb_w']), '/tmp', 0)
+    for key in arrays:
+        if key.startswith('hyper/'):
+            setattr(args, key[len('hyper/') :], arrays[key].item())
+    scales = int(arrays['scales'])
+    algorithm = sl.get_algorithm(args, wrn.builder(channels, s.filters, s.repeat, scales, s.bn_momentum), None, None)
+    weights = {k[2:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith('w/')}
+    algorithm.model.load_state_dict(weights, strict=True)
+    algorithm.model.train()
+    from semilearn.core.utils import EMA
+
+    algorithm.ema = EMA(algorithm.model, algorithm.ema_m)
+    algorithm.ema.register()
+    algorithm.ema.shadow = {k[2:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith('e/')}
+    algorithm.it = int(arrays['it'])
+    batch = dict(x_lb=arrays['x_lb'], y_lb=arrays['y_lb'], x_ulb_w=arrays['x_ulb_w'], x_ulb_s=arrays['x_ulb_s'])
+    batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+    with fixed_draws(arrays):
+        out, _ = algorithm.train_step(**algorithm.process_batch(**batch))
+    out['loss'].backward()
+    return float(out['loss']), {name: p.grad.numpy() for name, p in algorithm.model.named_parameters()}
+
+
+def main():
+    source, target = sys.argv[1:]
+    with np.load(source) as f:
+        arrays = dict(f)
+    loss, grads = step(arrays)
+    np.savez(target, loss=np.float64(loss), **{f'g/{k}': v for k, v in grads.items()})
+    print(json.dumps({'loss': loss}))
+
+
+if __name__ == '__main__':
+    main()
