@@ -309,7 +309,7 @@ def cell_from_json(text):
 def main():
     import warnings
 
-    warnings.filterwarnings('ignore', message='.*CUDA is not available')  # USB's GradScaler, disabled on a CPU
+    warnings.filterwarnings('ignore', message='.*GradScaler')  # USB's loss scaler: deprecated, and disabled on a CPU
     warnings.filterwarnings('ignore', message='.*ill-defined')  # evaluate's macro precision of an untrained model
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cell', required=True, help='The cell, as JSON (dataclasses.asdict of spec.Cell).')
