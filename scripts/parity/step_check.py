@@ -58,8 +58,13 @@ def _one_forward(model, batches):
 
 
 def _kl_teacher_first(student_logits, teacher_logits):
-    """The VAT paper's LDS: KL(p(teacher) || p(student)), teacher first (USB's vat.py:99)."""
+    """The VAT paper's LDS: KL(p(teacher) || p(student)), teacher first (USB: vat.py:111, :123)."""
     return maths.kl_divergence(tf.stop_gradient(teacher_logits), student_logits)
+
+
+VAT_XI = 1e-2  # the finite-difference step of the aligned VAT variant (both sides; the default 1e-6 is below
+# float32's resolution of the two softmaxes it subtracts, so two float32 implementations draw different directions)
+_vat_perturbation = maths.vat_perturbation
 
 
 @contextlib.contextmanager
@@ -88,7 +93,19 @@ VARIANTS = {
     ],
     'vat': [
         ('same direction d', [], 'KL(student || teacher) (project maths.vat_loss) vs KL(teacher || student) (USB)'),
-        ('aligned: KL(teacher || student)', [(maths, 'vat_loss', _kl_teacher_first)], ''),
+        (
+            'aligned: KL(teacher || student)',
+            [(maths, 'vat_loss', _kl_teacher_first)],
+            'xi 1e-6: power step in float64 (project) vs float32',
+        ),
+        (
+            f'aligned: KL(teacher || student), xi {VAT_XI:g}',
+            [
+                (maths, 'vat_loss', _kl_teacher_first),
+                (maths, 'vat_perturbation', lambda *a, **k: _vat_perturbation(*a, **k, xi=VAT_XI)),
+            ],
+            '',
+        ),
     ],
 }
 
@@ -165,6 +182,8 @@ def project_step(cell, variant_patches, arrays):
         patches.append((maths, 'beta_lambda', lambda seed, n, beta: tf.fill([n], tf.constant(lam, tf.float32))))
     if cell.algorithm == 'vat':  # the draw maths.vat_perturbation makes from the step's seed
         arrays['vat_d'] = to_nchw(tf.random.stateless_normal(views[:, 0].shape, step.seed).numpy())
+        if any(name == 'vat_perturbation' for _, name, _ in patches):
+            arrays['vat_xi'] = np.float64(VAT_XI)
     arrays.update({f'w/{k}': v for k, v in weights.state_dict(model).items()})
     arrays.update({f'e/{k}': v for k, v in weights.state_dict(ema_model).items()})
     with contextlib.ExitStack() as stack:

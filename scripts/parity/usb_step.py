@@ -5,7 +5,8 @@
 IN (written by step_check.py): `cell` (JSON of a spec.Cell), `it` (the step), the project's weights
 `w/<name>` and EMA weights `e/<name>` in PyTorch names and layouts, the batch (`x_lb` [b, C, H, W],
 `y_lb` [b], `x_ulb_w`, `x_ulb_s` [u, C, H, W]), `hyper/<USB argument>` overrides (thresholds), and the
-draws fixed for the check: `lam` and `perm` (MixMatch's MixUp), `vat_d` (VAT's random direction).
+draws fixed for the check: `lam` and `perm` (MixMatch's MixUp), `vat_d` (VAT's random direction),
+and `vat_xi` (VAT's finite-difference step, when the check sets it).
 OUT: `loss` and `g/<name>` (d loss / d parameter) of USB's `train_step` on that batch, before any update.
 """
 
@@ -20,7 +21,7 @@ from scripts.parity import usb, usb_train, wrn
 
 
 class _FixedNormalTorch:
-    """Stands for `torch` in semilearn's vat.py, whose `torch.Tensor(size).normal_()` (vat.py:66) then yields `d`."""
+    """Stands for `torch` in semilearn's vat.py, whose `torch.Tensor(size).normal_()` (vat.py:82) then yields `d`."""
 
     def __init__(self, d):
         self._d = d
@@ -43,17 +44,20 @@ def fixed_draws(arrays):
     """USB's random draws inside `train_step` replaced by the check's: MixUp's lambda and pairing, VAT's direction."""
     from semilearn.algorithms.vat import vat
 
-    saved = (np.random.beta, torch.randperm, vat.torch)
+    saved = (np.random.beta, torch.randperm, vat.torch, vat.VAT.vat_loss)
     try:
-        if 'lam' in arrays:  # algorithms/utils/ops.py:55-62 mixup_one_target
+        if 'lam' in arrays:  # algorithms/utils/ops.py:53-59 mixup_one_target
             lam, perm = float(arrays['lam']), torch.from_numpy(arrays['perm'].astype(np.int64))
             np.random.beta = lambda a, b: lam
             torch.randperm = lambda n, *args, **kwargs: perm
         if 'vat_d' in arrays:
             vat.torch = _FixedNormalTorch(torch.from_numpy(arrays['vat_d']))
+        if 'vat_xi' in arrays:  # vat.py:77 vat_loss(..., xi=1e-6, ...), called with the default (vat.py:62)
+            vat_loss, xi = saved[3], float(arrays['vat_xi'])
+            vat.VAT.vat_loss = lambda self, *args, **kwargs: vat_loss(self, *args, **dict(kwargs, xi=xi))
         yield
     finally:
-        np.random.beta, torch.randperm, vat.torch = saved
+        np.random.beta, torch.randperm, vat.torch, vat.VAT.vat_loss = saved
 
 
 def step(arrays):
