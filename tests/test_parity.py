@@ -63,6 +63,8 @@ def test_curve_metrics():
     assert curves.cpu_to_share(result) == 240.0  # the first report >= 0.95 * 85 = 80.75: the 4th
     assert curves.throughput(result) == 100.0  # the first period (start-up) left out
     assert curves.paired({1: 80.0, 2: 82.0}, {1: 79.0, 2: 80.0, 3: 70.0}) == '+1.5 ± 0.5 (2)'
+    later = dict(result, curve=[(i, a - 5 * (i == 2048)) for i, a in result['curve']])  # USB 5 points behind at 2 kimg
+    assert curves.largest_gap({1: result}, {1: later}) == '+5.0 @ 2 kimg'
 
 
 @needs_usb

@@ -50,6 +50,22 @@ def paired(project, usb):
     return f'{diffs.mean():+.1f} ± {diffs.std(ddof=1) / np.sqrt(diffs.size):.1f} ({diffs.size})'
 
 
+def largest_gap(project, usb):
+    """The largest mean gap project - USB along the curves, over the seeds both have: '+2.1 @ 12 kimg' ('' for none).
+
+    project, usb: {seed: result}; the curves are compared report by report (same schedule, same steps).
+    """
+    seeds = sorted(set(project) & set(usb))
+    if not seeds:
+        return ''
+    length = min(min(len(project[s]['curve']), len(usb[s]['curve'])) for s in seeds)
+    if not length:
+        return ''
+    gaps = np.mean([[p - u for (_, p), (_, u) in zip(project[s]['curve'], usb[s]['curve'])][:length] for s in seeds], 0)
+    i = int(np.argmax(np.abs(gaps)))
+    return f'{gaps[i]:+.1f} @ {project[seeds[0]]["curve"][i][0] / 1024:g} kimg'
+
+
 def table_rows(results, algorithms):
     """Markdown-ready rows, one per algorithm: accuracies, paired difference, speed ratio, CPU to 95 %.
 
@@ -70,6 +86,7 @@ def table_rows(results, algorithms):
                 mean_std(list(acc['p'].values())),
                 mean_std(list(acc['u'].values())),
                 paired(acc['p'], acc['u']),
+                largest_gap(project, usb),
                 f'{np.median(speed["p"]):.0f}' if speed['p'] else '',
                 f'{np.median(speed["u"]):.0f}' if speed['u'] else '',
                 f'{ratio:.2f}',
@@ -85,6 +102,7 @@ HEADER = [
     'project accuracy (%)',
     'USB accuracy (%)',
     'project - USB, same seed (points, ± s.e., n)',
+    'largest mean gap along the curve',
     'project img/s',
     'USB img/s',
     'project / USB speed',
