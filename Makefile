@@ -54,7 +54,7 @@ $(PARITY_VENV)/.installed: scripts/parity/requirements.txt
 	$(PARITY_VENV)/bin/pip install --quiet --upgrade pip
 	$(PARITY_VENV)/bin/pip install --quiet -r scripts/parity/requirements.txt
 	$(PARITY_VENV)/bin/pip install --quiet --no-deps semilearn==$(USB_VERSION)
-	$(PARITY_VENV)/bin/python scripts/parity/usb.py
+	$(PARITY_VENV)/bin/python -m scripts.parity.usb
 	touch $@
 
 # The step-level check of every algorithm both codebases have (docs/parity.md).

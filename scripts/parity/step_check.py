@@ -213,7 +213,11 @@ def usb_step(arrays, usb_python):
         source, target = os.path.join(tmp, 'in.npz'), os.path.join(tmp, 'out.npz')
         np.savez(source, **arrays)
         proc = subprocess.run(
-            [usb_python, '-m', 'scripts.parity.usb_step', source, target], cwd=ROOT, capture_output=True, text=True
+            [usb_python, '-m', 'scripts.parity.usb_step', source, target],
+            cwd=ROOT,
+            env=spec.usb_environment(),
+            capture_output=True,
+            text=True,
         )
         if proc.returncode:
             raise project_side.UserError(f"USB's step failed:\n{proc.stderr[-3000:]}")
@@ -222,7 +226,11 @@ def usb_step(arrays, usb_python):
 
 
 def check(name, usb_python=USB_PYTHON):
-    """[{algorithm, variant, loss_project, loss_usb, dloss, dgrad, grad_scale, worst, verdict, why}] for `name`."""
+    """[{algorithm, variant, loss_project, loss_usb, dloss, dgrad, worst, grad_scale, verdict, why}] for `name`.
+
+    dgrad: the largest absolute gradient difference, found in parameter `worst`, whose own largest
+    absolute gradient is `grad_scale`.
+    """
     cell = spec.Cell('usb', name, 'check', SEED, SCHEDULE)
     rows = []
     for variant, patches, why in VARIANTS[name]:
@@ -232,7 +240,7 @@ def check(name, usb_python=USB_PYTHON):
         assert set(grads) == set(usb_grads), set(grads) ^ set(usb_grads)
         dgrad = {k: float(np.max(np.abs(grads[k] - usb_grads[k]))) for k in grads}
         worst = max(dgrad, key=dgrad.get)
-        scale = max(float(np.max(np.abs(g))) for g in grads.values())
+        scale = float(np.max(np.abs(grads[worst])))
         equal = abs(loss - usb_loss) <= TOLERANCE['loss'] and dgrad[worst] <= TOLERANCE['grad']
         rows.append(
             dict(
@@ -251,7 +259,10 @@ def check(name, usb_python=USB_PYTHON):
     return rows
 
 
-HEADER = '| algorithm | variant | loss (project) | loss (USB) | max abs dloss | max abs dgrad (max abs grad) | verdict'
+HEADER = (
+    '| algorithm | variant | loss (project) | loss (USB) | max abs dloss '
+    "| max abs dgrad (where; that parameter's max abs grad) | verdict |"
+)
 
 
 def print_table(rows):
@@ -260,7 +271,8 @@ def print_table(rows):
     for r in rows:
         print(
             f'| {r["algorithm"]} | {r["variant"]} | {r["loss_project"]:.6f} | {r["loss_usb"]:.6f} | {r["dloss"]:.1e} '
-            f'| {r["dgrad"]:.1e} ({r["grad_scale"]:.1e}) | {r["verdict"]}{": " + r["why"] if r["why"] else ""} |'
+            f'| {r["dgrad"]:.1e} ({r["worst"]}; {r["grad_scale"]:.1e}) '
+            f'| {r["verdict"]}{": " + r["why"] if r["why"] else ""} |'
         )
 
 

@@ -105,7 +105,7 @@ def train_usb(cell, data, out_dir):
     args = [FLAGS.usb_python, '-m', 'scripts.parity.usb_train', f'--cell={json.dumps(dataclasses.asdict(cell))}']
     args += [f'--data={data}', f'--out={out}', f'--workers={FLAGS.usb_workers}']
     print('$ ' + ' '.join(args[:3]) + f' --cell=... --data={data} --out={out}', flush=True)
-    if subprocess.run(args, cwd=ROOT).returncode:
+    if subprocess.run(args, cwd=ROOT, env=spec.usb_environment()).returncode:
         raise project_side.UserError(f"USB's cell {cell.key} failed: see {out}.d/usb.log")
     with open(out) as f:
         result = json.load(f)
