@@ -132,7 +132,7 @@ def plot(results, algorithms, path):
             length = min(len(c) for c in curves)
             kimg = np.array([i for i, _ in curves[0][:length]]) / 1024
             values = np.array([[a for _, a in c[:length]] for c in curves])
-            ax.plot(kimg, values.mean(0), color=color, label=f'{side} ({len(curves)} seeds)')
+            ax.plot(kimg, values.mean(0), color=color, marker='.', label=f'{side} ({len(curves)} seeds)')
             ax.fill_between(kimg, values.min(0), values.max(0), color=color, alpha=0.15)
         ax.set_title(name)
         ax.set_xlabel('kimg')

@@ -67,7 +67,7 @@ ALGORITHMS = {
             ADAM,
         ),
         Algorithm(
-            'fixmatch', 'FixMatch', (), dict(ulb_loss_ratio=1.0, p_cutoff=0.95, T=1.0, hard_label=True), SGD, uratio=7
+            'fixmatch', 'FixMatch', (), dict(ulb_loss_ratio=1.0, p_cutoff=0.95, T=0.5, hard_label=True), SGD, uratio=7
         ),
     )
 }

@@ -4,7 +4,7 @@
 
 USB's algorithm object (`get_algorithm`) with the project's Wide-ResNet in its net builder
 (scripts/parity/wrn.py), the split's arrays in `BasicDataset`s, and a CPU loop that runs the body
-of `AlgorithmBase.train` (semilearn/core/algorithmbase.py:335-369): `train_step` on
+of `AlgorithmBase.train` (semilearn/core/algorithmbase.py:335-367): `train_step` on
 `process_batch` of one labelled and one unlabelled batch, then the `after_train_step` hooks
 (parameter update, EMA, the algorithm's own). Left out are the hooks that need CUDA or write
 USB's own files (Timer, Evaluation, Checkpoint, Logging, DistSamplerSeed): in their place the
@@ -30,7 +30,7 @@ import torch
 from scripts.parity import spec, usb, wrn
 
 EVAL_BATCH = 256
-# Hooks of AlgorithmBase.set_hooks (algorithmbase.py:250-268) replaced by the harness (CUDA timers, USB's files).
+# Hooks of AlgorithmBase.set_hooks (algorithmbase.py:253-268) replaced by the harness (CUDA timers, USB's files).
 SKIPPED_HOOKS = {'TimerHook', 'EvaluationHook', 'CheckpointHook', 'LoggingHook', 'DistSamplerSeedHook'}
 
 
