@@ -39,9 +39,8 @@ flags.DEFINE_integer('labels', 250, 'Labelled images of the split.')
 flags.DEFINE_integer('valid', 500, 'Validation images held out at the head of the unlabel file (never trained on).')
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
 for _field in dataclasses.fields(spec.Schedule):
-    _DEFINE[type(_field.default)](
-        _field.name, _field.default, f'Schedule, both sides: as the project flag --{_field.name}.'
-    )
+    _flag = {'kimg': 'train_kimg'}.get(_field.name, _field.name)
+    _DEFINE[type(_field.default)](_field.name, _field.default, f'Both sides: the project flag --{_flag}.')
 flags.DEFINE_boolean('quick', False, 'Tiny model and 1 kimg (scripts/parity/spec.py TINY), first seed only.')
 flags.DEFINE_boolean('train', True, 'Train missing cells; --notrain redraws the table from results.json.')
 flags.DEFINE_string('train_dir', './experiments/parity', "Where the project's runs train.")
