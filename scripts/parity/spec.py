@@ -81,7 +81,7 @@ class Schedule:
     """
 
     kimg: int = 64
-    report_kimg: int = 4
+    report_kimg: int = 2
     batch: int = 64
     filters: int = 16
     repeat: int = 2

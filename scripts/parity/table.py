@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The parity table: every algorithm both codebases have, trained by USB and by the project on the same split.
 
-    python -m scripts.parity.table --quick                       # seconds per cell: checks the pipeline
-    python -m scripts.parity.table --seeds=1,2,3 --kimg=64       # table d's split and model, 3 seeds
+    python -m scripts.parity.table --quick                       # a minute per cell: checks the pipeline
+    python -m scripts.parity.table                               # table d's split and model, 3 seeds, 64 kimg
+    python -m scripts.parity.table --seeds=1                     # the first third, to measure the cost
     python -m scripts.parity.table --algorithms=fixmatch,mixmatch --sides=usb
     python -m scripts.parity.table --notrain                     # redraw the table and plot from results.json
 
