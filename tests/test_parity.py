@@ -4,8 +4,6 @@ exists (`make parity-env`), the step-level check and one cell of each side train
 import json
 import os
 
-from libml import data
-
 import numpy as np
 import pytest
 from conftest import ROOT, read, run_cli
@@ -30,7 +28,7 @@ def test_split_arrays_are_the_images_the_project_trains_and_tests_on(digits, tmp
     np.savez(tmp_path / 'split.npz', **arrays)  # as the harness hands them to USB
     with np.load(tmp_path / 'split.npz') as f:
         exported = dict(f)
-    ds = data.DataSet.from_name(SPLIT)
+    ds = project_side.dataset(SPLIT)
     for key, pipeline in (('lb', ds.eval_labelled(64)), ('test', ds.eval_test(64))):
         images, labels = as_uint8(pipeline)
         np.testing.assert_array_equal(exported[f'x_{key}'], images)
@@ -51,6 +49,16 @@ def test_schedule_gives_the_project_the_cells_recipe():
     assert '--smoothing=0' in spec.TABLE_D.project_flags(spec.ALGORITHMS['fullysupervised'])
     with pytest.raises(ValueError, match='whole numbers of batches'):
         spec.Schedule(kimg=1, batch=48)
+
+
+def test_harness_methods_are_the_registrys_with_its_flags_then_the_harnesss():
+    for harness in spec.ALGORITHMS.values():
+        algorithm, _ = project_side.project_config(harness.method, ['--dataset=x.1@1-0'])
+        assert algorithm is project_side.method(harness.method).algorithm
+    hp = project_side.project_config('MixMatch', ['--dataset=x.1@1-0', *spec.ALGORITHMS['mixmatch'].flags])[1].hp
+    assert (hp.tsa, hp.percent_mask, hp.warmup_kimg, hp.w_match) == ('none', -1, 32, 25)  # w_match: table d's
+    supervised = project_side.project_config('Supervised', ['--dataset=x.1@1-0', '--smoothing=0'])[1]
+    assert supervised.hp.smoothing == 0  # the method's 0.001, set again by the harness (USB has no smoothing)
 
 
 def test_curve_metrics():

@@ -30,9 +30,10 @@ SGD = dict(optim='SGD', lr=0.03, weight_decay=0.0005, momentum=0.9, cosine=True)
 class Algorithm:
     """One algorithm both codebases have.
 
-    name: the harness's name (USB's registry name); method: the project's (libml/workflow.py METHODS);
-    flags: the project's flags beyond the schedule; usb: USB's own hyper-parameters (its argument
-    names); recipe: optimiser settings (ADAM or SGD); uratio: unlabelled images per labelled one.
+    name: the harness's name (USB's registry name); method: the project's (the label of its `Method`
+    in libml/algorithm.py's registry); flags: the project's flags beyond the schedule and the
+    method's own; usb: USB's own hyper-parameters (its argument names); recipe: optimiser settings
+    (ADAM or SGD); uratio: unlabelled images per labelled one.
     """
 
     name: str

@@ -7,7 +7,7 @@
 For each algorithm: the project's TensorFlow WRN (table d's shape: 28x28x1, filters 16, repeat 2)
 is built with its own initialisation, its weights (and, for Mean Teacher, a perturbed EMA copy)
 are copied into the PyTorch twin, and one fixed batch goes through the project's
-`Algorithm.loss(step, labelled, unlabelled)` in a GradientTape, as libml/loop.py calls it, and
+`Algorithm.loss(step, labelled, unlabelled)` in a GradientTape, as libml/train/loop.py calls it, and
 through USB's `train_step` (scripts/parity/usb_step.py, in USB's venv). Printed: the largest
 absolute difference of the loss and of the gradient (over every parameter, mapped by name).
 
@@ -27,6 +27,7 @@ import tempfile
 
 from libml import algorithm as algorithm_lib
 from libml import maths, models
+from libml.errors import UserError, cli_main
 
 import numpy as np
 import tensorflow as tf
@@ -220,7 +221,7 @@ def usb_step(arrays, usb_python):
             text=True,
         )
         if proc.returncode:
-            raise project_side.UserError(f"USB's step failed:\n{proc.stderr[-3000:]}")
+            raise UserError(f"USB's step failed:\n{proc.stderr[-3000:]}")
         with np.load(target) as f:
             return float(f['loss']), {k[2:]: f[k] for k in f.files if k.startswith('g/')}
 
@@ -280,11 +281,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     if not os.path.exists(FLAGS.usb_python):
-        raise project_side.UserError(f'{FLAGS.usb_python} is missing: run `make parity-env` first')
+        raise UserError(f'{FLAGS.usb_python} is missing: run `make parity-env` first')
     names = [n.strip() for n in FLAGS.algorithms.split(',') if n.strip()]
     unknown = [n for n in names if n not in spec.ALGORITHMS]
     if unknown:
-        raise project_side.UserError(f'--algorithms: unknown {unknown}; expected some of {", ".join(spec.ALGORITHMS)}')
+        raise UserError(f'--algorithms: unknown {unknown}; expected some of {", ".join(spec.ALGORITHMS)}')
     rows = []
     for name in names:
         rows += check(name, FLAGS.usb_python)
@@ -296,4 +297,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(project_side.cli_main(main))
+    app.run(cli_main(main))

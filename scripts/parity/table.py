@@ -24,6 +24,9 @@ import os
 import subprocess
 import sys
 
+from libml.config import parse_int_list
+from libml.errors import UserError, cli_main
+
 import numpy as np
 from absl import app, flags
 
@@ -63,7 +66,7 @@ def _choices(text, allowed, flag):
     chosen = [t.strip() for t in text.split(',') if t.strip()]
     unknown = [t for t in chosen if t not in allowed]
     if unknown or not chosen:
-        raise project_side.UserError(f'--{flag}={text}: expected some of {", ".join(allowed)}')
+        raise UserError(f'--{flag}={text}: expected some of {", ".join(allowed)}')
     return chosen
 
 
@@ -106,7 +109,7 @@ def train_usb(cell, data, out_dir):
     args += [f'--data={data}', f'--out={out}', f'--workers={FLAGS.usb_workers}']
     print('$ ' + ' '.join(args[:3]) + f' --cell=... --data={data} --out={out}', flush=True)
     if subprocess.run(args, cwd=ROOT, env=spec.usb_environment()).returncode:
-        raise project_side.UserError(f"USB's cell {cell.key} failed: see {out}.d/usb.log")
+        raise UserError(f"USB's cell {cell.key} failed: see {out}.d/usb.log")
     with open(out) as f:
         result = json.load(f)
     return dict(result, command=' '.join(args[1:3]) + f' --cell={args[3][7:]}')
@@ -158,9 +161,9 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     algorithms = _choices(FLAGS.algorithms, spec.ALGORITHMS, 'algorithms')
     sides = _choices(FLAGS.sides, spec.SIDES, 'sides')
-    seeds = project_side.parse_int_list(FLAGS.seeds, 'seeds')[: 1 if FLAGS.quick else None]
+    seeds = parse_int_list(FLAGS.seeds, 'seeds')[: 1 if FLAGS.quick else None]
     if 'usb' in sides and FLAGS.train and not os.path.exists(FLAGS.usb_python):
-        raise project_side.UserError(f'{FLAGS.usb_python} is missing: run `make parity-env` first')
+        raise UserError(f'{FLAGS.usb_python} is missing: run `make parity-env` first')
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.train_dir, 'table')
     os.makedirs(out_dir, exist_ok=True)
     results = Results(out_dir)
@@ -182,4 +185,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(project_side.cli_main(main))
+    app.run(cli_main(main))
