@@ -9,8 +9,25 @@ from libml.data.records import decode_png, read_records
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tiny(ml_data):
+    """A 10-class split tiny.1@50 of 200 train images (+20 unlabelled) and 40 test images."""
+    from test_data_dataset import build_dataset  # the dataset tests' builder, shared with the streams' and cache's
+
+    return build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
+
+
+@pytest.fixture(autouse=True)
+def no_global_seed():
+    """make_aug_copy runs in a fresh process; tf.data's seeded shuffle also depends on the global seed,
+    which earlier tests in this process may have set (the splits, augmented-copy, filtering and
+    encoder tests compare with in-process references)."""
+    tf.random.set_seed(None)
 
 
 @pytest.fixture

@@ -77,12 +77,6 @@ def take_images(ds, count):
     return np.concatenate(images)[:count], (np.concatenate(labels)[:count] if labels else None)
 
 
-@pytest.fixture
-def tiny(ml_data):
-    """A 10-class split tiny.1@50 of 200 train images (+20 unlabelled) and 40 test images."""
-    return build_dataset(str(ml_data), n_train=220, n_unlabelled=20)
-
-
 # --------------------------------------------------------------------------- names
 
 

@@ -10,7 +10,12 @@ from libml.data.dataset import DataSet
 
 import numpy as np
 from conftest import tmpfs
-from test_data_dataset import GOLDEN, build_dataset, digest, take_images
+from test_data_dataset import (
+    GOLDEN,
+    build_dataset,
+    digest,
+    take_images,
+)
 
 
 def test_decoded_images_are_cached_on_disk_for_later_starts(tiny, ml_data, monkeypatch):

@@ -18,14 +18,6 @@ import tensorflow as tf
 from absl import flags
 from test_data_dataset import NCLASS, image_for
 
-
-@pytest.fixture(autouse=True)
-def no_global_seed():
-    """make_aug_copy runs in a fresh process; tf.data's seeded shuffle also depends on the global seed,
-    which earlier tests in this process may have set."""
-    tf.random.set_seed(None)
-
-
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

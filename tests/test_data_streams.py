@@ -8,7 +8,14 @@ from libml.data.streams import DEFAULT_CACHE_MB, WindowLayout, available_memory_
 
 import numpy as np
 import pytest
-from test_data_dataset import NCLASS, build_dataset, bytes_read, index_of, take_images, window_order
+from test_data_dataset import (
+    NCLASS,
+    build_dataset,
+    bytes_read,
+    index_of,
+    take_images,
+    window_order,
+)
 
 
 def test_default_cache_is_half_the_available_memory(tiny):
