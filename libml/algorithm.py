@@ -28,7 +28,8 @@ class Step(NamedTuple):
     model, ema_model: classifiers, called `model(x, training=True, update_stats=...)`;
     seed: stateless seed int64 [2], different for every step and replica; progress: share of
     training done r in [0, 1] (float32); images_seen: labelled images trained on before this step
-    (int64 scalar); total_images: length of training in images (int).
+    (int64 scalar); total_images: length of training in images (int); state: the algorithm's
+    {name: tf.Variable} carried across steps (`Algorithm.initial_state`, `assign_state`), {} when it has none.
     """
 
     model: object
@@ -37,6 +38,7 @@ class Step(NamedTuple):
     progress: tf.Tensor
     images_seen: tf.Tensor
     total_images: int
+    state: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +97,8 @@ class Algorithm:
 
     views: the unlabelled views the step takes of each unlabelled image, by kind ('weak' = the
     dataset's --augment, 'strong' = --augment then RandAugment and Cutout); () = labelled data only.
-    loss_names: step statistics written under `losses/` (the others go under `monitors/`).
+    loss_names: step statistics written under `losses/` (the others go under `monitors/`); a statistic
+    may be a vector of one value per class (written as `<tag>/<class name>`).
     float32_only: why the algorithm refuses --mixed_precision, or None when it computes in any precision.
     methods: the `Method`s this class stands for, registered when the class is defined (not inherited).
     """
@@ -127,12 +130,23 @@ class Algorithm:
         """The run's `DataSet`: the SSL split named by --dataset."""
         return DataSet.from_name(config.dataset, **dataset_options(config))
 
+    def initial_state(self, unlabelled_count):
+        """{name: initial value (tensor)} of what the algorithm carries from step to step; {} = none.
+
+        unlabelled_count: M, images in the unlabelled stream (their `indices` are 0..M-1). The
+        trainer holds each value in a checkpointed variable (`state_variables`), so a resumed run
+        continues from the saved state; `loss` reads them from `step.state` and writes new values
+        with `assign_state`.
+        """
+        return {}
+
     def loss(self, step, labelled, unlabelled):
-        """(loss, {name: float32 scalar}) of one replica's batch, computed inside a GradientTape.
+        """(loss, {name: float32 scalar or [nclass] vector}) of one replica's batch, computed inside a GradientTape.
 
         labelled: (images [b, H, W, C] in [-1, 1], labels [b] int64); unlabelled: None when
         `views` is empty, else (images [u, len(views), H, W, C], labels [u] int64, -1 = unknown:
-        for monitors only), u = uratio * b. b = --batch / replicas: read sizes from the shapes.
+        for monitors only, indices [u] int64: each image's index in the unlabelled stream, the key
+        of per-image state), u = uratio * b. b = --batch / replicas: read sizes from the shapes.
         """
         raise NotImplementedError
 
@@ -177,6 +191,38 @@ def forward_interleaved(model, batches):
     logits = [model(mixed[0], training=True, update_stats=True)]
     logits += [model(b, training=True, update_stats=False) for b in mixed[1:]]
     return maths.interleave(logits, size)
+
+
+def state_variables(initial):
+    """{name: tf.Variable} holding `initial` {name: tensor}: not trained, one value on every replica.
+
+    Create them inside the strategy's scope. Assigned in a replica's step (`assign_state`), the
+    first replica's value is kept: every replica must compute the same one (`across_replicas`).
+    """
+    return {
+        name: tf.Variable(value, trainable=False, name=name, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        for name, value in initial.items()
+    }
+
+
+def assign_state(state, values):
+    """Writes {name: new value} into the state variables `state` (every name of `state`)."""
+    if set(values) != set(state):
+        raise ValueError(f'new state {sorted(values)} does not match the state {sorted(state)}')
+    for name, value in values.items():
+        state[name].assign(tf.cast(value, state[name].dtype))
+
+
+def across_replicas(*tensors):
+    """Each tensor [n, ...] of this replica's batch -> [replicas * n, ...]: every replica's rows, in replica order.
+
+    What a state update reads, so that every replica computes the same new state from the whole
+    global batch. One replica: the tensors themselves.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensors
+    return tuple(context.all_gather(list(tensors), axis=0))
 
 
 def labelled_loss(step, labelled, nclass):

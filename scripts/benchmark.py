@@ -331,19 +331,20 @@ def synthetic_dataset(folder, count, size, channels, nclass, augment):
 
 
 def synthetic_batch(signature, nclass, seed=0):
-    """Fixed step inputs of `signature`: images uniform in [-1, 1], labels in [0, nclass) (-1 unlabelled)."""
+    """Fixed step inputs of `signature`: images uniform in [-1, 1], labels in [0, nclass) (-1 unlabelled),
+    unlabelled indices 0, 1, ... (the stream's first images)."""
     rng = np.random.RandomState(seed)
     batch = []
-    for k, (images, labels) in enumerate(signature):
+    for k, (images, labels, *indices) in enumerate(signature):
         x = tf.constant(rng.uniform(-1, 1, images.shape).astype(np.float32))
         y = tf.constant(rng.randint(0, nclass, labels.shape) if k == 0 else np.full(labels.shape, -1), tf.int64)
-        batch.append((x, y))
+        batch.append((x, y, *(tf.range(i.shape[0], dtype=tf.int64) for i in indices)))
     return batch
 
 
 def step_images(signature):
     """Images one step takes: labelled + views x unlabelled."""
-    return sum(int(np.prod(images.shape[:-3])) for images, _ in signature)
+    return sum(int(np.prod(spec[0].shape[:-3])) for spec in signature)
 
 
 def wait(value):

@@ -153,7 +153,7 @@ def first_batch_delay(dataset, batch, start):
     The one call into libml.data.dataset's pipeline API (adapt here if its signature changes).
     """
     began = time.perf_counter()
-    images, _ = next(iter(dataset.train_unlabelled(batch, ('weak', 'weak'), seed=1, start=start)))
+    images = next(iter(dataset.train_unlabelled(batch, ('weak', 'weak'), seed=1, start=start)))[0]
     assert images.shape[0] == batch
     return time.perf_counter() - began
 

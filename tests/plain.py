@@ -20,6 +20,26 @@ class Plain(algorithm.Algorithm):
         return loss, {'xe': loss}
 
 
+class Tally(Plain):
+    """Plain's loss; its state counts how often each unlabelled image was drawn, from the whole global batch.
+
+    Monitor `share`: the batch's share of unlabelled images of each class with a known label (a vector).
+    """
+
+    name = 'Tally'
+    views = ('weak',)
+
+    def initial_state(self, unlabelled_count):
+        return {'drawn': tf.zeros([unlabelled_count], tf.int64)}
+
+    def loss(self, step, labelled, unlabelled):
+        loss, stats = super().loss(step, labelled, None)
+        (indices,) = algorithm.across_replicas(unlabelled[2])
+        drawn = tf.tensor_scatter_nd_add(step.state['drawn'], indices[:, None], tf.ones_like(indices))
+        algorithm.assign_state(step.state, {'drawn': drawn})
+        return loss, dict(stats, share=tf.reduce_mean(tf.one_hot(unlabelled[1], self.nclass), axis=0))
+
+
 def make_trainer(algorithm=Plain, strategy=None, dataset='digits.1@50-250', **settings):
     """A `Trainer` of `algorithm` with the TINY settings (overridden by `settings`) on one device by default."""
     cfg = config.build(algorithm, **{**TINY, 'dataset': dataset, 'strategy': 'none', **settings})

@@ -7,6 +7,7 @@ from libml.data import names as datanames
 from libml.data import splits
 from libml.data.dataset import DataSet, balanced_holdout
 from libml.data.records import encode_png, write_records
+from libml.data.streams import DEFAULT_SHUFFLE_BUFFER
 from libml.errors import UserError
 
 import numpy as np
@@ -158,13 +159,30 @@ def test_train_labelled_batches(ml_data):
 
 def test_train_unlabelled_views(tiny):
     ds = DataSet.from_name('tiny.1@50-100', augment='svhn')
-    batch, labels = (t.numpy() for t in next(iter(ds.train_unlabelled(8, ('weak', 'weak'), seed=5))))
-    assert batch.shape == (8, 2, SIDE, SIDE, 1) and labels.shape == (8,) and labels.dtype == np.int64
+    batch, labels, indices = (t.numpy() for t in next(iter(ds.train_unlabelled(8, ('weak', 'weak'), seed=5))))
+    assert batch.shape == (8, 2, SIDE, SIDE, 1) and labels.shape == indices.shape == (8,) and labels.dtype == np.int64
     assert all(index_of(v[0]) == index_of(v[1]) for v in batch)
     assert sum(not np.array_equal(v[0], v[1]) for v in batch) >= 6
     assert {index_of(v[0]) for v in batch} <= set(tiny['unlabel'][100:].tolist())
     # the records' labels: i % 10, or -1 for the 20 unlabelled source records (indices >= 200)
     assert labels.tolist() == [index_of(v[0]) % NCLASS if index_of(v[0]) < 200 else -1 for v in batch]
+
+
+@pytest.mark.parametrize('cache_mb, shuffle_buffer', [(None, DEFAULT_SHUFFLE_BUFFER), (0, 65)])
+def test_unlabelled_batches_carry_each_image_index_in_the_unlabel_file(tiny, cache_mb, shuffle_buffer):
+    # 170 unlabel records, the first 100 held out (validation): 70 training ones. shuffle_buffer=65
+    # streams them in 2 windows of 32 blocks of 2 records.
+    ds = DataSet.from_name('tiny.1@50-100', augment='svhn', cache_mb=cache_mb, shuffle_buffer=shuffle_buffer)
+    assert ds.cached[True] == (cache_mb is None) and ds.unlabel_count == 70
+    images, indices = [], []
+    for batch_images, _, batch_indices in ds.train_unlabelled(10, ('weak',), seed=5, start=30).take(14):
+        images.append(batch_images.numpy()[:, 0])
+        indices.append(batch_indices.numpy())
+    images, indices = np.concatenate(images), np.concatenate(indices)
+    assert indices.dtype == np.int64
+    # index j is record 100 + j of the unlabel file, whose image is image_for(tiny['unlabel'][100 + j])
+    assert [index_of(x) for x in images] == tiny['unlabel'][100 + indices].tolist()
+    assert sorted(indices[40:110]) == list(range(70))  # from image 30 of 140: the second epoch, whole
 
 
 def test_pipelines_are_reproducible_and_resumable(tiny):

@@ -21,7 +21,7 @@ cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from libml.errors import UserError
 from libml.train import replicas
-from plain import make_trainer
+from plain import Tally, make_trainer
 import realmix
 
 
@@ -77,6 +77,17 @@ assert all(np.isfinite(float(v)) for v in stats.values())
 # --percent_mask=0.25 drops floor(0.25 * 2 * 8) = 4 of each replica's 16 unlabelled rows
 assert float(stats['high_prob_ratio']) == 0.75
 assert replicas_agree(rm.model.variables) and int(rm.images_seen.numpy()) == 48
+
+# State updated from the whole global batch: the same on both replicas, every drawn image counted once per draw
+tally = make_trainer(Tally, strategy=mirrored, uratio=2)
+streams = tally.train_streams(0)
+step = tally.compiled_step([s.element_spec for s in streams])
+for _ in range(3):
+    step(*[next(s) for s in streams])
+global_batches = tally.dataset.train_unlabelled(32, ('weak',), tally.config.seed).take(3)
+drawn = np.bincount(np.concatenate([b[2].numpy() for b in global_batches]), minlength=tally.dataset.unlabel_count)
+assert replicas_agree([tally.state['drawn']])
+np.testing.assert_array_equal(tally.state['drawn'].values[0].numpy(), drawn)
 
 for bad, words in ((dict(xla=True), '--xla needs one device'), (dict(batch=15), 'multiple of the 2')):
     try:

@@ -177,7 +177,7 @@ class DataSet:
         return records.pipeline_errors([p for p in (self.label_file, self.unlabel_file, self.test_file) if p])
 
     def _endless(self, unlabelled, seed, start):
-        """Infinite (element index, uint8 image [H, W, C], label) of a training file, from element `start`."""
+        """Infinite (element index, position, uint8 image [H, W, C], label) of a training file, from element `start`."""
         if unlabelled not in self._streams:
             if unlabelled and self._unlabelled is None:
                 raise UserError(f'{self.name} has no unlabelled file: an unlabelled stream needs an SSL split')
@@ -191,15 +191,17 @@ class DataSet:
     def train_labelled(self, batch, seed, start=0):
         """Infinite batches (images [B, H, W, C] in [-1, 1], labels [B]) of augmented labelled data."""
         ds = self._endless(False, seed, start)
-        ds = ds.map(lambda i, x, y: (augmented(self.augment, i, x, seed, 0), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda i, j, x, y: (augmented(self.augment, i, x, seed, 0), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def train_unlabelled(self, batch, views, seed, start=0):
-        """Infinite batches (images [B, len(views), H, W, C] in [-1, 1], labels [B]) of unlabelled data.
+        """Infinite batches (images [B, len(views), H, W, C] in [-1, 1], labels [B], indices [B]) of unlabelled data.
 
         views: the kind of each view ('weak', 'strong': `augment.view_function`), e.g. ('weak',
         'weak'). View v of element i is augmented with the seed (seed, v, i). labels: the
-        records' labels (-1 = unknown), for monitors only.
+        records' labels (-1 = unknown), for monitors only. indices: int64, each image's index among
+        the unlabel file's training records, 0 <= index < `unlabel_count` (its record number minus
+        the `unlabel_skip` records of the file's head): what per-image state is kept by.
         """
         if isinstance(views, (str, int)) or not views:
             raise ValueError(f'views must be a non-empty tuple of view kinds, e.g. ("weak", "weak"), not {views!r}')
@@ -207,8 +209,8 @@ class DataSet:
         seed = seed + 7919
         ds = self._endless(True, seed, start)
 
-        def augment(i, x, y):
-            return tf.stack([augmented(f, i, x, seed, v) for v, f in enumerate(functions)]), y
+        def augment(i, j, x, y):
+            return tf.stack([augmented(f, i, x, seed, v) for v, f in enumerate(functions)]), y, j
 
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -1,9 +1,10 @@
-"""The endless, seeded, resumable training streams: (element index, uint8 image, label) of a file's records.
+"""The endless, seeded, resumable training streams: (element index, position, uint8 image, label) of a part.
 
-Element i of a stream is a function of (seed, i). A part of a file that fits the memory budget
-is decoded once into a CPU variable (`EndlessStream.cached`; big parts are read back from a disk
-cache at later starts: `libml.data.image_cache`); a larger one is read from disk in the block-and-window
-order of `WindowLayout` (`EndlessStream.streamed`).
+Element i of a stream is a function of (seed, i); its position is the record's place in its `Part`
+(0 <= position < len(part)), what per-image state of an algorithm is indexed by. A part of a file
+that fits the memory budget is decoded once into a CPU variable (`EndlessStream.cached`; big parts
+are read back from a disk cache at later starts: `libml.data.image_cache`); a larger one is read
+from disk in the block-and-window order of `WindowLayout` (`EndlessStream.streamed`).
 """
 
 import os
@@ -173,13 +174,13 @@ def decode_into_memory(part, shape):
 
 
 def cached_stream(images, labels, seed, start):
-    """Infinite (i, images[perm_e(i mod N)], its label) from element `start`; perm_e seeded by (seed, e = i // N)."""
+    """Infinite (i, j, images[j], labels[j]) from `start`; j = perm_e(i mod N), perm_e seeded by (seed, i // N)."""
     count = int(images.shape[0])
     seed = tf.constant(seed, tf.int64)
 
     def pick(i):
         j = permuted(i % count, tf.stack([seed, i // count]), count)
-        return i, tf.gather(images, j), tf.gather(labels, j)
+        return i, j, tf.gather(images, j), tf.gather(labels, j)
 
     return tf.data.Dataset.range(start, 1 << 62).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -225,7 +226,7 @@ def _block_reader(path, layout, table, records):
 
 
 def _window_reader(layout, seed, read_block):
-    """global window number -> (element indices [L], serialized records [L]) of that window, in serving order."""
+    """global window number -> (element indices, positions, serialized records) [L] of that window, in serving order."""
 
     def read_window(window):
         epoch, w = window // layout.windows, window % layout.windows
@@ -234,17 +235,20 @@ def _window_reader(layout, seed, read_block):
         blocks = tf.where(slots < layout.full, permuted(tf.minimum(slots, layout.full - 1), key, layout.full), slots)
         raw = tf.data.Dataset.from_tensor_slices(blocks).map(read_block).ragged_batch(layout.per_window)
         raw = raw.get_single_element().flat_values
+        firsts = blocks * layout.block
+        positions = tf.ragged.range(firsts, tf.minimum(firsts + layout.block, layout.count)).flat_values
         n = tf.size(raw, tf.int64)
         if layout.windows > 1:
             key = tf.random.experimental.stateless_fold_in(key, w + 1)
         order = tf.random.experimental.index_shuffle(tf.range(n), key, n - 1)
-        return epoch * layout.count + w * layout.window + tf.range(n), tf.gather(raw, order)
+        elements = epoch * layout.count + w * layout.window + tf.range(n)
+        return elements, tf.gather(positions, order), tf.gather(raw, order)
 
     return read_window
 
 
 def streamed_stream(part, layout, blocks, seed, start, decode):
-    """Infinite (i, decoded record, label) of `part` read from disk in `layout`'s order, from element `start`.
+    """Infinite (i, position, decoded record, label) of `part` read from disk in `layout`'s order, from element `start`.
 
     blocks: `block_table(part, layout)`; decode: serialized record -> (image, label).
     Resuming reads one window, whatever `start`.
@@ -253,11 +257,11 @@ def streamed_stream(part, layout, blocks, seed, start, decode):
     read_window = _window_reader(layout, tf.constant(seed, tf.int64), read_block)
     first, skip = layout.locate(start)
     ds = tf.data.Dataset.range(first, 1 << 62).map(read_window).prefetch(1).unbatch().skip(skip)
-    return ds.map(lambda i, raw: (i, *decode(raw)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(lambda i, j, raw: (i, j, *decode(raw)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class EndlessStream:
-    """Infinite (element index, uint8 image [H, W, C], int64 label) of one training part, from element `start`.
+    """Infinite (element index, position, uint8 image [H, W, C], int64 label) of a training part, from element `start`.
 
     The part is decoded into memory or indexed by blocks once, on first use.
     """

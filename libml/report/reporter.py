@@ -40,13 +40,19 @@ PICTURES_PREFIX = 'pictures/'
 def scalars(results, stats, loss_names, class_names, rate):
     """{TensorBoard tag: value} of one report.
 
-    results: `evaluation.evaluate` output; stats: mean step statistics; loss_names: the stats
-    written under losses/ (the rest go under monitors/); rate: training img/s.
+    results: `evaluation.evaluate` output; stats: mean step statistics, each a number or a vector
+    (one value per class: written as `<tag>/<class name>`, other lengths as `<tag>/<index>`);
+    loss_names: the stats written under losses/ (the rest go under monitors/); rate: training img/s.
     """
     nclass = len(class_names)
     out = {f'accuracy_{name}': value for name, value in evaluation.accuracies(results).items()}
     for key, value in stats.items():
-        out[f'losses/{key}' if key in loss_names or key == 'overall' else f'monitors/{key}'] = value
+        tag = f'losses/{key}' if key in loss_names or key == 'overall' else f'monitors/{key}'
+        if np.ndim(value) == 0:
+            out[tag] = value
+            continue
+        names = class_names if len(value) == nclass else range(len(value))
+        out.update({f'{tag}/{name}': float(v) for name, v in zip(names, value)})
     if 'valid' in results:
         labels, probs = results['valid']
         out['losses/val_loss'] = float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + 1e-12)))

@@ -9,8 +9,9 @@ the run dir (libml/rundir.py) live elsewhere.
 
 Scale-out (`--strategy`): `--batch` is the global batch; with R replicas each takes batch / R
 labelled images and uratio times as many unlabelled ones. Per replica, as in any
-data-parallel network: batch-norm batch statistics, MixUp pairs and masks. Only the chief
-writes checkpoints, summaries and reports.
+data-parallel network: batch-norm batch statistics, MixUp pairs and masks. An algorithm's state
+(`Algorithm.initial_state`) is one value on every replica, updated from the whole global batch
+(`algorithm.across_replicas`). Only the chief writes checkpoints, summaries and reports.
 """
 
 import math
@@ -67,6 +68,7 @@ class Trainer:
             print(notice, flush=True)
         tf.random.set_seed(config.seed)
         np.random.seed(config.seed)
+        self.algorithm = algorithm(config, dataset.nclass)
         with self.strategy.scope():
             self.model = self.create_model()
             self.ema_model = self.create_model()
@@ -77,10 +79,11 @@ class Trainer:
             )
             self.images_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name='images_seen')
             self.loss_scale = precision.LossScale() if self.compute_dtype == 'float16' else None
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, ema_model=self.ema_model, optimizer=self.optimizer, images_seen=self.images_seen
-        )
-        self.algorithm = algorithm(config, dataset.nclass)
+            self.state = algorithm_lib.state_variables(self.algorithm.initial_state(dataset.unlabel_count))
+        saved = dict(model=self.model, ema_model=self.ema_model, optimizer=self.optimizer, images_seen=self.images_seen)
+        if self.state:  # only then: checkpoints of stateless algorithms keep their structure
+            saved['algorithm_state'] = self.state
+        self.checkpoint = tf.train.Checkpoint(**saved)
         self.seed = tf.constant(config.seed, tf.int64)
 
     def create_model(self, nclass=None):
@@ -120,7 +123,13 @@ class Trainer:
     def step_context(self):
         """The `algorithm.Step` of the current step and replica."""
         return algorithm_lib.Step(
-            self.model, self.ema_model, self._step_seed(), self.progress(), self.images_seen, self.config.total_images
+            self.model,
+            self.ema_model,
+            self._step_seed(),
+            self.progress(),
+            self.images_seen,
+            self.config.total_images,
+            self.state,
         )
 
     def _replica_step(self, labelled, unlabelled):
@@ -165,14 +174,18 @@ class Trainer:
         return tf.no_op()
 
     def input_signature(self):
-        """TensorSpecs of the step's inputs on one device: (x, labels)[, (views, labels)]."""
+        """TensorSpecs of the step's inputs on one device: (x, labels)[, (views, labels, indices)]."""
         shape, batch = tuple(self.dataset.shape), self.config.batch
         signature = [(tf.TensorSpec((batch,) + shape, tf.float32), tf.TensorSpec([batch], tf.int64))]
         views = self.algorithm.views
         if views:
             unlabelled = batch * self.config.uratio
             signature.append(
-                (tf.TensorSpec((unlabelled, len(views)) + shape, tf.float32), tf.TensorSpec([unlabelled], tf.int64))
+                (
+                    tf.TensorSpec((unlabelled, len(views)) + shape, tf.float32),
+                    tf.TensorSpec([unlabelled], tf.int64),
+                    tf.TensorSpec([unlabelled], tf.int64),
+                )
             )
         return signature
 
@@ -241,18 +254,22 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
             done += self.config.batch
             if count % 16 == 0 or done >= target:
-                means = {k: float(v) / count for k, v in sums.items()}
+                means = _means(sums, count)
                 if not math.isfinite(means['overall']):
                     bar.close()
                     raise NonFiniteLoss(done)
                 bar.update(math.ceil((done - images) / 1024) - bar.n)
-                bar.set_postfix({k: f'{v:.4f}' for k, v in means.items()})
+                bar.set_postfix({k: f'{v:.4f}' for k, v in means.items() if np.ndim(v) == 0})
         bar.close()
         rate = (done - images) / max(time.time() - began, 1e-9)
-        return {k: float(v) / count for k, v in sums.items()}, rate, done
+        return _means(sums, count), rate, done
 
 
-def _with_batch_size(pair, size):
-    """(images, labels) with their first dimension set to `size`."""
-    images, labels = pair
-    return tf.ensure_shape(images, [size] + images.shape[1:]), tf.ensure_shape(labels, [size])
+def _means(sums, count):
+    """{name: sum over `count` steps} -> {name: mean}: a float, or a float64 array for a vector statistic."""
+    return {k: float(v) / count if np.ndim(v) == 0 else np.asarray(v, np.float64) / count for k, v in sums.items()}
+
+
+def _with_batch_size(batch, size):
+    """The tensors of `batch` ((images, labels[, indices])) with their first dimension set to `size`."""
+    return tuple(tf.ensure_shape(t, [size] + t.shape[1:]) for t in batch)
