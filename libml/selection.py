@@ -226,8 +226,8 @@ def freematch_fairness_loss(strong_logits, mask, state):
     hist_s = tf.reduce_sum(mask[:, None] * tf.one_hot(tf.argmax(r, axis=-1), nclass), axis=0) / tf.maximum(count, 1.0)
     hist_s = tf.stop_gradient(hist_s)
 
-    def sum_norm(x):
-        return x / tf.reduce_sum(x)
+    def sum_norm(x):  # 0 / 0 (no masked row) gives 0, so the unused branch of the final `where` has no NaN gradient
+        return tf.math.divide_no_nan(x, tf.reduce_sum(x))
 
     a = sum_norm(tf.cast(state.p, tf.float32) * tf.math.divide_no_nan(1.0, tf.cast(state.hist, tf.float32)))
     b = sum_norm(mean_r * tf.math.divide_no_nan(1.0, hist_s))
