@@ -225,6 +225,35 @@ def across_replicas(*tensors):
     return tuple(context.all_gather(list(tensors), axis=0))
 
 
+# FixMatch's loop recipe (Sohn et al. 2020), its successors' too: SGD with Nesterov momentum, lr 0.03 decayed
+# as cos(7 pi k / 16 K), L2 weight decay 5e-4 in the loss, 7 unlabelled images per labelled one.
+FIXMATCH_LOOP = {'optimizer': 'sgd', 'lr': 0.03, 'lr_decay': 'cosine', 'wd': 0.0005, 'wd_mode': 'l2', 'uratio': 7}
+
+
+def weak_strong_logits(step, labelled, unlabelled):
+    """(logits of x [b, K], of the weak views [u, K], of the strong views [u, K]): FixMatch's forward pass.
+
+    One interleaved pass over [x; w; s] (`forward_interleaved`: batch-norm statistics of mixed
+    batches); unlabelled images [u, 2, H, W, C] hold the ('weak', 'strong') views, u a multiple of b.
+    """
+    x = labelled[0]
+    weak, strong = tf.unstack(unlabelled[0], axis=1)
+    batch, rows = x.shape[0], weak.shape[0]
+    logits = forward_interleaved(step.model, tf.split(tf.concat([x, weak, strong], 0), 1 + 2 * rows // batch))
+    return tuple(tf.split(tf.concat(logits, 0), [batch, rows, rows]))
+
+
+def pseudo_label_accuracy(pseudo_labels, labels):
+    """Share of right pseudo-labels [u] among the rows whose record has a label (`labels` [u] >= 0).
+
+    float32 scalar, NaN when no record of the batch has a label.
+    """
+    known = labels >= 0
+    count = tf.reduce_sum(tf.cast(known, tf.float32))
+    right = tf.reduce_sum(tf.cast(tf.equal(pseudo_labels, labels) & known, tf.float32))
+    return tf.where(count > 0, right / tf.maximum(count, 1.0), float('nan'))
+
+
 def labelled_loss(step, labelled, nclass):
     """CE(onehot(l), f(x)) of the labelled batch, the step's first forward (it updates batch-norm statistics)."""
     x, labels = labelled

@@ -65,3 +65,26 @@ def ramp(step, pos=0.4):
 
 def supervised(model, x, labels):
     return xent(np.eye(K)[labels], model.numpy(x)).mean()
+
+
+# FixMatch's successors: 8 unlabelled rows (uratio 2) of a 10-image unlabelled file, at these indices.
+INDICES = np.array([5, 0, 7, 2, 9, 4, 1, 3])
+
+
+def successor_setup():
+    """setup(uratio=2) with a model whose weak-view predictions are of mixed classes and confidences:
+    max q = .84 .73 .62 .76 .47 .87 .86 .57, argmax q = 2 2 2 2 0 1 2 0."""
+    model, _, x, labels, u, u_labels, step = setup(uratio=2)
+    model.w.assign(2 * model.w.numpy())
+    model.b.assign([1.5, 0.5, 0.0])
+    return model, x, labels, u, u_labels, step
+
+
+def run_stateful(cls, step, x, labels, u, u_labels, initial=None, **settings):
+    """(loss, stats, new state as numpy) of one step of `cls` from the state `initial` (default its own)."""
+    algo = cls(config.build(cls, uratio=2, **settings), K)
+    initial = algo.initial_state(10) if initial is None else initial
+    state = algorithm.state_variables({k: tf.constant(v) for k, v in initial.items()})
+    batch = (tf.constant(u), tf.constant(u_labels), tf.constant(INDICES))
+    loss, stats = algo.loss(step._replace(state=state), (tf.constant(x), tf.constant(labels)), batch)
+    return float(loss), {k: np.asarray(v) for k, v in stats.items()}, {k: v.numpy() for k, v in state.items()}

@@ -44,3 +44,14 @@ def make_trainer(algorithm=Plain, strategy=None, dataset='digits.1@50-250', **se
     """A `Trainer` of `algorithm` with the TINY settings (overridden by `settings`) on one device by default."""
     cfg = config.build(algorithm, **{**TINY, 'dataset': dataset, 'strategy': 'none', **settings})
     return loop.Trainer(cfg, algorithm, algorithm.load_dataset(cfg), strategy or replicas.get('none'))
+
+
+def first_compiled_step(cls, **settings):
+    """The first step of a tiny WRN trainer of `cls` (uratio 2) on digits: (weak-view probabilities float64
+    [32, 10] as the step computes them, the batch's image indices [32], step stats, new state as numpy)."""
+    trainer = make_trainer(cls, uratio=2, **settings)
+    batches = [next(s) for s in trainer.train_streams(0)]
+    _, logits, _ = algorithm.weak_strong_logits(trainer.step_context(), *batches)  # batch statistics: as the step
+    stats = trainer.compiled_step()(*batches)
+    state = {k: v.numpy() for k, v in trainer.state.items()}
+    return tf.nn.softmax(tf.cast(logits, tf.float64)).numpy(), batches[1][2].numpy(), stats, state

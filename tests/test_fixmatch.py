@@ -1,5 +1,5 @@
-"""fixmatch.py: the loss on a fixed tiny batch against numpy, and an exact resume after SIGKILL
-(docs/algorithms.md#fixmatch)."""
+"""fixmatch.py: the loss on a fixed tiny batch against numpy, and an exact resume after SIGKILL, also of two of
+its successors, whose state must resume too (docs/algorithms.md#fixmatch, #flexmatch, #freematch)."""
 
 import glob
 import os
@@ -32,9 +32,13 @@ def test_fixmatch():
     assert loss == pytest.approx(supervised(model, x, labels) + xeu, rel=1e-5)
 
 
-def test_fixmatch_from_the_shell_resumes_after_sigkill_exactly(digits, tmp_path):
-    """./fixmatch.py killed after its first checkpoint, then restarted, ends with the uninterrupted run's weights."""
-    common = ['./fixmatch.py', '--dataset=digits.1@50-250', '--train_kimg=2', '--uratio=1'] + TINY_TRAIN
+@pytest.mark.parametrize('script', ['fixmatch.py', 'flexmatch.py', 'freematch.py'])
+def test_from_the_shell_resumes_after_sigkill_exactly(digits, tmp_path, script):
+    """./<script> killed after its first checkpoint, then restarted, ends with the uninterrupted run's weights
+    (and, for an algorithm with state, its state: FlexMatch's per-image labels, FreeMatch's EMAs)."""
+    common = [f'./{script}', '--dataset=digits.1@50-250', '--train_kimg=2', '--uratio=1'] + TINY_TRAIN
+    if script == 'flexmatch.py':  # a tau the young model reaches: images are recorded from the first steps on
+        common.append('--confidence=0.2')
     env = dict(os.environ, ML_DATA=str(digits), CUDA_VISIBLE_DEVICES='', TF_DETERMINISTIC_OPS='1')
     env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']  # `#!/usr/bin/env python3` finds the venv
     subprocess.run(common + [f'--train_dir={tmp_path / "whole"}'], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -62,5 +66,10 @@ def test_fixmatch_from_the_shell_resumes_after_sigkill_exactly(digits, tmp_path)
     a, b = tf.train.load_checkpoint(whole), tf.train.load_checkpoint(resumed)
     keys = [k for k in a.get_variable_to_shape_map() if k.startswith(('model/', 'ema_model/', 'optimizer/'))]
     assert len(keys) > 20
-    for key in keys:
+    state = [k for k in a.get_variable_to_shape_map() if k.startswith('algorithm_state/')]
+    assert len(state) == {'fixmatch.py': 0, 'flexmatch.py': 1, 'freematch.py': 3}[script]
+    if script == 'flexmatch.py':  # the state the restart must restore is not empty
+        first = tf.train.load_checkpoint(glob.glob(pattern)[0][: -len('.index')])
+        assert np.sum(first.get_tensor(state[0]) >= 0) > 100
+    for key in keys + state:
         np.testing.assert_allclose(a.get_tensor(key), b.get_tensor(key), rtol=1e-4, atol=1e-6, err_msg=key)

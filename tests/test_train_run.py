@@ -19,12 +19,16 @@ from libml.train import run, run_folder
 import pytest
 from conftest import ROOT, TINY_TRAIN, run_cli
 
+import flexmatch
+import freematch
 import ict
 import mean_teacher
 import mixup
 import pi_model
 import pseudo_label
 import realmix
+import softmatch
+import uda
 import vat
 
 
@@ -178,9 +182,22 @@ TINY_RUN = dict(
 )
 
 
-@pytest.mark.parametrize(
-    'cls', [mixup.MixUp, ict.ICT, mean_teacher.MeanTeacher, pi_model.PiModel, pseudo_label.PseudoLabel, vat.VAT]
-)
+# The monitors/ tags each algorithm's tiny run must write (per-class vectors as <tag>/<class name>).
+MONITORS = {
+    mixup.MixUp: (),
+    ict.ICT: ('weight',),
+    mean_teacher.MeanTeacher: ('weight',),
+    pi_model.PiModel: ('weight',),
+    pseudo_label.PseudoLabel: ('mask', 'weight'),
+    vat.VAT: ('weight',),
+    flexmatch.FlexMatch: ('mask', 'selected', 'label_accuracy', 'threshold/0', 'threshold/9'),
+    freematch.FreeMatch: ('mask', 'global_threshold', 'label_accuracy', 'threshold/0', 'threshold/9'),
+    softmatch.SoftMatch: ('mask', 'mu', 'var', 'label_accuracy'),
+    uda.UDA: ('mask', 'tsa_threshold', 'label_accuracy'),
+}
+
+
+@pytest.mark.parametrize('cls', list(MONITORS))
 def test_each_algorithm_trains_reports_and_saves(digits, tmp_path, cls, capsys):
     cfg = config.build(cls, train_dir=str(tmp_path), **TINY_RUN)
     trainer = run.train(cfg, cls)
@@ -188,8 +205,8 @@ def test_each_algorithm_trains_reports_and_saves(digits, tmp_path, cls, capsys):
     run_dir = config.run_dir(cfg, cls)
     assert os.path.basename(run_dir).startswith(cls.name + '_') and 'uratio2' in run_dir
     assert os.path.exists(os.path.join(run_dir, 'tf', 'model.ckpt-0000001024.index'))
-    for tag in cls.loss_names:
-        assert events.read_scalars(os.path.join(run_dir, 'tf'), f'losses/{tag}'), tag
+    for tag in [f'losses/{name}' for name in cls.loss_names] + [f'monitors/{name}' for name in MONITORS[cls]]:
+        assert events.read_scalars(os.path.join(run_dir, 'tf'), tag), tag
     assert int(trainer.images_seen.numpy()) == 1024
 
 
