@@ -220,9 +220,11 @@ def across_replicas(*tensors):
     global batch. One replica: the tensors themselves.
     """
     context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    if replicas == 1:
         return tensors
-    return tuple(context.all_gather(list(tensors), axis=0))
+    gathered = context.all_gather(list(tensors), axis=0)  # static shapes are lost: set them again
+    return tuple(tf.ensure_shape(g, [replicas * t.shape[0]] + t.shape[1:]) for g, t in zip(gathered, tensors))
 
 
 # FixMatch's loop recipe (Sohn et al. 2020), its successors' too: SGD with Nesterov momentum, lr 0.03 decayed

@@ -22,6 +22,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from libml.errors import UserError
 from libml.train import replicas
 from plain import Tally, make_trainer
+import flexmatch
+import freematch
 import realmix
 
 
@@ -88,6 +90,19 @@ global_batches = tally.dataset.train_unlabelled(32, ('weak',), tally.config.seed
 drawn = np.bincount(np.concatenate([b[2].numpy() for b in global_batches]), minlength=tally.dataset.unlabel_count)
 assert replicas_agree([tally.state['drawn']])
 np.testing.assert_array_equal(tally.state['drawn'].values[0].numpy(), drawn)
+# FlexMatch and FreeMatch: two steps on two replicas keep one state (and one model) on both. At tau = 1/10 every
+# row is confident: FlexMatch records the 2 x 32 images of both global batches (one replica's rows alone: 32).
+for cls, settings, changed in (
+    (flexmatch.FlexMatch, dict(confidence=0.1), lambda state: (state['selected'] >= 0).sum() == 64),
+    (freematch.FreeMatch, {}, lambda state: state['tau'] != np.float32(0.1)),
+):
+    trainer = make_trainer(cls, strategy=mirrored, uratio=2, **settings)
+    streams = trainer.train_streams(0)
+    step = trainer.compiled_step([s.element_spec for s in streams])
+    for _ in range(2):
+        step(*[next(s) for s in streams])
+    assert replicas_agree(trainer.state.values()) and replicas_agree(trainer.model.variables), cls.name
+    assert changed({k: v.values[0].numpy() for k, v in trainer.state.items()}), cls.name
 
 for bad, words in ((dict(xla=True), '--xla needs one device'), (dict(batch=15), 'multiple of the 2')):
     try:
