@@ -4,7 +4,7 @@
     python flexmatch.py --dataset=cifar10.1@250-5000      # FixMatch's recipe: SGD, cosine decay, uratio 7
 
 State: the label each unlabelled image was last predicted with confidence >= --confidence (-1 = none
-yet); a class's threshold grows with its share of them (docs/algorithms.md#flexmatch).
+yet); a class's threshold grows with its share of them.
 """
 
 from libml import algorithm, cli, maths, selection
@@ -14,9 +14,13 @@ import tensorflow as tf
 
 
 class FlexMatch(algorithm.Algorithm):
-    """L = L_x + wu * mean_i [max q_i >= T_(argmax q_i)] CE(argmax q_i, f(s)_i), T_c = tau * M(beta_c)."""
+    """L = L_x + wu * mean_i [max q_i >= T_(argmax q_i)] CE(argmax q_i, f(s)_i), T_c = tau * M(beta_c).
+
+    docs/algorithms.md#flexmatch
+    """
 
     name = 'FlexMatch'
+    methods = (algorithm.Method('FlexMatch', 'flexmatch', rank=21),)
     settings = (
         hyper(
             'confidence',

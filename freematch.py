@@ -4,7 +4,7 @@
     python freematch.py --dataset=cifar10.1@250-5000      # FixMatch's recipe: SGD, cosine decay, uratio 7
 
 State: EMAs of the batch's mean confidence (the global threshold), of its mean prediction and of its
-histogram of predicted classes (docs/algorithms.md#freematch).
+histogram of predicted classes.
 """
 
 from libml import algorithm, cli, maths, selection
@@ -14,9 +14,13 @@ import tensorflow as tf
 
 
 class FreeMatch(algorithm.Algorithm):
-    """L = L_x + wu * mean_i [max q_i >= T_(argmax q_i)] CE(argmax q_i, f(s)_i) + wf * L_fairness."""
+    """L = L_x + wu * mean_i [max q_i >= T_(argmax q_i)] CE(argmax q_i, f(s)_i) + wf * L_fairness.
+
+    docs/algorithms.md#freematch
+    """
 
     name = 'FreeMatch'
+    methods = (algorithm.Method('FreeMatch', 'freematch', rank=22),)
     settings = (
         hyper(
             'state_momentum',

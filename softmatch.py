@@ -4,7 +4,7 @@
     python softmatch.py --dataset=cifar10.1@250-5000      # FixMatch's recipe: SGD, cosine decay, uratio 7
 
 State: EMAs of the mean prediction (for the uniform alignment) and of the mean and variance of the
-aligned confidence (the Gaussian); a row at or above the mean weighs 1 (docs/algorithms.md#softmatch).
+aligned confidence (the Gaussian); a row at or above the mean weighs 1.
 """
 
 from libml import algorithm, cli, maths, selection
@@ -14,9 +14,13 @@ import tensorflow as tf
 
 
 class SoftMatch(algorithm.Algorithm):
-    """L = L_x + wu * mean_i lambda_i CE(argmax q_i, f(s)_i), lambda_i = exp(-min(max q'_i - mu, 0)^2 n^2 / 2 var)."""
+    """L = L_x + wu * mean_i lambda_i CE(argmax q_i, f(s)_i), lambda_i = exp(-min(max q'_i - mu, 0)^2 n^2 / 2 var).
+
+    docs/algorithms.md#softmatch
+    """
 
     name = 'SoftMatch'
+    methods = (algorithm.Method('SoftMatch', 'softmatch', rank=23),)
     settings = (
         hyper(
             'state_momentum',

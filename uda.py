@@ -3,8 +3,8 @@
 
     python uda.py --dataset=cifar10.1@250-5000      # FixMatch's recipe: SGD, cosine decay, uratio 7
 
-Where RealMix's training signal annealing comes from (docs/algorithms.md#uda). The authors' image code
-runs without TSA by default: --tsa=none gives that configuration.
+Where RealMix's training signal annealing comes from. The authors' later CIFAR-10 script runs without
+TSA: --tsa=none gives that configuration.
 """
 
 from libml import algorithm, cli, maths, selection
@@ -14,9 +14,13 @@ import tensorflow as tf
 
 
 class UDA(algorithm.Algorithm):
-    """L = L_x(TSA) + wu * mean_i [max q_i > confidence] KL(sg softmax(f(w)_i / temperature) || p(f(s)_i))."""
+    """L = L_x(TSA) + wu * mean_i [max q_i > confidence] KL(sg softmax(f(w)_i / temperature) || p(f(s)_i)).
+
+    docs/algorithms.md#uda
+    """
 
     name = 'UDA'
+    methods = (algorithm.Method('UDA', 'uda', rank=24),)
     settings = (
         hyper('confidence', 0.8, 'Rows whose weak-view confidence is above this count.', unit_interval, 'in [0, 1)'),
         hyper('temperature', 0.4, 'Softmax temperature of the weak-view targets (< 1 sharpens).', positive, '> 0'),

@@ -36,6 +36,7 @@ class Table:
     columns: tuple
     cells: object  # (runner, seed) -> [Cell]
     x_column: str = ''  # a column to plot accuracy against (mismatch tables)
+    show_mask: bool = False  # a column of each seed's `mask` (steps.train), for the methods that log one
 
 
 class Runner:
@@ -121,6 +122,7 @@ class Runner:
                     accuracy=result['accuracy'],
                     last01=result['last01'],
                     curve=result['curve'],
+                    mask=result['mask'],
                     cpu_s=spent,
                     train_s=result['train_s'],
                     command=result['command'],

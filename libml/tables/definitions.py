@@ -34,14 +34,18 @@ FASHION_SCHEDULE = [
 FASHION_KIMG, FASHION_VALID = 192, 500
 # FixMatch decays its learning rate over the run (cosine), so its length is its own: at 64 kimg seed 1 ended at
 # 77.7% still rising (+3.2 points over its last 10 reports), at 128 kimg 80.8% still +1.4 (calibration.md).
+# Its successors (FlexMatch, FreeMatch, SoftMatch, UDA) train with its loop recipe and get its length.
 FASHION_FIXMATCH_KIMG = 160
+# The mismatch table's methods at every level; those that log `monitors/mask` show it beside their accuracy.
+FASHION_MISMATCH_METHODS = ('MixMatch', 'RealMix', 'FixMatch', 'FlexMatch', 'FreeMatch', 'SoftMatch')
 # MixMatch's and RealMix's unlabelled weight, chosen on seed 1's 500 validation images (calibration.md):
 # 96 kimg of MixMatch gave 80.4% at w_match 25, 75.8% at 75 (the CIFAR-10 value), a collapse to 38% at 250.
 FASHION_W_MATCH = 25
 
 
 def fashion_cell(runner, method, keys, dataset):
-    """A Fashion-MNIST cell: FASHION_KIMG kimg reported every 4, FixMatch FASHION_FIXMATCH_KIMG.
+    """A Fashion-MNIST cell: FASHION_KIMG kimg reported every 4; FASHION_FIXMATCH_KIMG for the methods
+    with FixMatch's loop recipe (FixMatch and its successors).
 
     FixMatch's step trains on 1 + 2 x 7 images per labelled image where MixMatch's trains on 3, so
     its 160 kimg cost 4.3x MixMatch's 192. MixMatch and RealMix weigh their unlabelled loss by
@@ -49,11 +53,11 @@ def fashion_cell(runner, method, keys, dataset):
     the float32 step of this model on an AMX CPU) but those of algorithms that declare
     `float32_only` (VAT: its 1e-6 step is below bfloat16's resolution).
     """
-    float32_only = steps.algorithm_of(method).float32_only
-    schedule = FASHION_SCHEDULE + ([] if float32_only else ['--mixed_precision'])
+    found = steps.algorithm_of(method)
+    schedule = FASHION_SCHEDULE + ([] if found.float32_only else ['--mixed_precision'])
     if method in ('MixMatch', 'RealMix'):
         schedule += [f'--w_match={FASHION_W_MATCH}']
-    kimg = FASHION_FIXMATCH_KIMG if method == 'FixMatch' else FASHION_KIMG
+    kimg = FASHION_FIXMATCH_KIMG if found.loop_defaults == algorithm.FIXMATCH_LOOP else FASHION_KIMG
     return runner.cell(method, keys, dataset, kimg, schedule + ['--report_kimg=4'])
 
 
@@ -180,7 +184,7 @@ def table_e(runner, seed):
     labels = ('labels', 150)
     cells = [fashion_cell(runner, 'Supervised', [labels, ('mismatch', 'any')], f'{names[levels[0]]}.{seed}@250-0')]
     for level in levels:
-        for method in ('MixMatch', 'RealMix', 'FixMatch'):
+        for method in FASHION_MISMATCH_METHODS:
             keys = [labels, ('mismatch', f'{level}%')]
             cells.append(fashion_cell(runner, method, keys, f'{names[level]}.{seed}@250-0'))
     return cells
@@ -203,5 +207,6 @@ TABLES = {
         ('labels', 'mismatch'),
         table_e,
         x_column='mismatch',
+        show_mask=True,
     ),
 }

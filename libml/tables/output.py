@@ -51,9 +51,18 @@ def lead(group, results):
     return f'{np.mean(leads):+.1f}'
 
 
+def mask_shares(group):
+    """'0.65 / 0.64': each seed's `mask` (mean of `monitors/mask` over its last 10 reports); '' when no seed has one
+    (methods without a mask, or cells recorded before masks were)."""
+    if all(r.get('mask') is None for r in group):
+        return ''
+    return ' / '.join('?' if r.get('mask') is None else f'{r["mask"]:.2f}' for r in group)
+
+
 def write_table(table, results, out_dir, quiet=False):
     """table_<name>.md/.csv (mean ± std over seeds, paired lead over Supervised, per-seed convergence,
-    CPU time) and its plots."""
+    per-seed mask share where the table shows it, CPU time) and its plots."""
+    masks = ['mask share, last 10 reports'] if table.show_mask else []
     header = [
         'method',
         *table.columns,
@@ -61,9 +70,12 @@ def write_table(table, results, out_dir, quiet=False):
         'test accuracy (%)',
         'lead over Supervised, same seeds',
         'change over previous 10 reports',
+        *masks,
         'CPU time (min)',
     ]
-    lines, csv_rows = [], [['method', *table.columns, 'seed', 'test accuracy (%)', 'change', 'cpu_min', 'command']]
+    csv_masks = ['mask'] if table.show_mask else []
+    lines = []
+    csv_rows = [['method', *table.columns, 'seed', 'test accuracy (%)', 'change', *csv_masks, 'cpu_min', 'command']]
     for cell, group in rows(results):
         keys = [v for _, v in cell.keys]
         changes = ' / '.join(f'{r["change"]:+.1f}' for r in group)
@@ -76,6 +88,7 @@ def write_table(table, results, out_dir, quiet=False):
                 mean_std([r['accuracy'] for r in group]),
                 lead(group, results),
                 changes,
+                *([mask_shares(group)] if table.show_mask else []),
                 f'{cpu:.1f}',
             ]
         )
@@ -86,6 +99,7 @@ def write_table(table, results, out_dir, quiet=False):
                 r['seed'],
                 f'{r["accuracy"]:.2f}',
                 f'{r["change"]:+.2f}',
+                *([mask_shares([r])] if table.show_mask else []),
                 f'{r["cpu_s"] / 60:.1f}',
                 r['command'],
             ]

@@ -105,9 +105,11 @@ def train(method, flags, log=None, quiet=True):
     """Trains `method` with `flags` unless its run is complete; returns its outcome.
 
     Returns dict(run_dir, accuracy (median test accuracy of the last 10 reports), last01,
-    curve [(images, accuracy)], wall_s (this call), train_s (from the events: each session's
-    first to last event, so it stays right for resumed runs), cpu_s (from the events, summed over
-    sessions likewise; None for runs with sessions that did not record it), command).
+    curve [(images, accuracy)], mask (mean of `monitors/mask` over the last 10 reports: the share
+    or mean weight of the unlabelled rows trained on; None for methods that do not log it), wall_s
+    (this call), train_s (from the events: each session's first to last event, so it stays right
+    for resumed runs), cpu_s (from the events, summed over sessions likewise; None for runs with
+    sessions that did not record it), command).
     """
     args = [script_of(method)] + merged_flags(algorithm.method(method).flags(), flags)
     settings = cli.parse(algorithm_of(method), args[1:])
@@ -122,11 +124,13 @@ def train(method, flags, log=None, quiet=True):
     if not curve:
         raise UserError(f'{run_dir} has no accuracy_test reports')
     stats = median_of_last([v for _, v in curve])
+    mask = [v for _, v in read_scalars(run_folder.ckpt_dir(run_dir), 'monitors/mask')][-10:]
     return dict(
         run_dir=run_dir,
         accuracy=stats['last10'],
         last01=stats['last01'],
         curve=curve,
+        mask=sum(mask) / len(mask) if mask else None,
         wall_s=time.time() - start,
         train_s=training_seconds(run_folder.ckpt_dir(run_dir)),
         cpu_s=training_cpu_seconds(run_folder.ckpt_dir(run_dir)),
