@@ -1,5 +1,5 @@
-"""Which unlabelled rows count, and how much, for FixMatch's successors (SPEC §11): FlexMatch, FreeMatch,
-SoftMatch and UDA, as pure TensorFlow functions.
+"""Which unlabelled rows count, and how much, for FixMatch's successors: FlexMatch, FreeMatch, SoftMatch
+and UDA, as pure TensorFlow functions (docs/algorithms.md#flexmatch, #freematch, #softmatch, #uda).
 
 Every function works eagerly and inside `tf.function` (and XLA), casts its inputs to float32 and keeps no
 Python state. State carried across steps is a tensor (or a NamedTuple of tensors) passed in and returned:
@@ -14,8 +14,8 @@ algorithm has them).
 Sources checked (commit in brackets; "file:line" below refers to these):
 USB = microsoft/Semi-supervised-learning [1ef4cbe], TorchSSL = TorchSSL/TorchSSL [f26e1d4] (FlexMatch's
 authors' release), UDA = google-research/uda [960684e]. FreeMatch's and SoftMatch's authors released their
-code in USB. Where SPEC §11's summary differs from the papers and code, the code is followed and the
-docstring says so.
+code in USB. Where the project's first summary of these methods differed from the papers and code, the code
+is followed and the docstring says so.
 """
 
 from typing import NamedTuple
@@ -108,7 +108,7 @@ def flexmatch_loss(weak_logits, strong_logits, sel, threshold=0.95, warmup=True)
     code computes the thresholds, then the mask, then writes `sel`: USB utils.py:53-61). q = sg softmax(weak),
     y_i = argmax q_i; mask_i = [max q_i >= T_{y_i}] with T from `flexmatch_thresholds`; loss = mean over all
     N rows of mask_i * CE(y_i, strong_i). `>=` as the code (USB utils.py:53, TorchSSL flexmatch_utils.py:44);
-    SPEC §11 writes `>`. Monitors: mask (share), threshold (mean of T_c), class_thresholds [C].
+    the project's first summary wrote `>`. Monitors: mask (share), threshold (mean of T_c), class_thresholds [C].
     Returns Selected(loss, mask [N], labels int64 [N], monitors).
     """
     q = _probs(weak_logits)
@@ -306,9 +306,9 @@ def softmatch_loss(weak_logits, strong_logits, state, n_sigma=2.0):
     weak_logits, strong_logits: [N, C]; state: the SoftMatchState AFTER `softmatch_update` with this batch.
     q = sg softmax(weak); q' = `softmatch_align`(q, pbar); lambda = `softmatch_weight`(q', mu, var, n_sigma);
     loss = mean over all N rows of lambda_i * CE(argmax q_i, strong_i).
-    Departure from SPEC §11 (which takes argmax q'): the pseudo-label is the argmax of the UNALIGNED q; the
-    alignment only sets the weight (USB softmatch.py:93-98: "uniform alignment in softmatch do not use aligned
-    probs for generating pseudo labels"). Monitors: mask (mean weight), mu, var.
+    Departure from the project's first summary (which took argmax q'): the pseudo-label is the argmax of the
+    UNALIGNED q; the alignment only sets the weight (USB softmatch.py:93-98: "uniform alignment in softmatch do
+    not use aligned probs for generating pseudo labels"). Monitors: mask (mean weight), mu, var.
     Returns Selected(loss, weight [N], labels int64 [N], monitors).
     """
     q = _probs(weak_logits)

@@ -1,4 +1,4 @@
-"""FlexMatch, FreeMatch, SoftMatch and UDA (SPEC §11): one step's loss and state update against hand computations."""
+"""FlexMatch, FreeMatch, SoftMatch and UDA (docs/algorithms.md): one step's loss and state update by hand."""
 
 import math
 
