@@ -51,3 +51,5 @@ def test_flexmatch_records_confident_predictions_at_the_images_indices_in_a_comp
     np.testing.assert_array_equal(state['selected'], expected)
     assert float(stats['mask']) == 1.0  # thresholds from the empty state before the step: 0
     np.testing.assert_array_equal(stats['threshold'].numpy(), np.zeros(10))
+    _, _, _, compiled = first_compiled_step(flexmatch.FlexMatch, confidence=tau, xla=True)  # the XLA step too
+    np.testing.assert_array_equal(compiled['selected'], expected)
