@@ -29,6 +29,14 @@ dataset cifar6_mismatch0.1@250 is written with the same --label_order:
   filter_dataset.py --class_filter=2,3,4,5,6,7 --label_order=2,3,4,5,6,7 \\
       --filter_dataset=$ML_DATA/cifar10-test.tfrecord --save_name=cifar6_mismatch0-test
 then train on cifar6_mismatch0.1@250-<valid>, or make an augmented copy of it first.
+
+The test images of the other classes, for the outlier AUROC the trainers report
+(outliers/auroc_test_unseen), go to <name>-unseen.tfrecord, where the trainers look for them:
+  filter_dataset.py --class_filter=0,1,8,9 --label_order=2,3,4,5,6,7 \\
+      --filter_dataset=$ML_DATA/cifar10-test.tfrecord --save_name=cifar6_mismatch0-unseen
+Unlabel files filtered with --label_order keep, in their split map, the source file and the
+records kept (unlabel_source, unlabel_kept): the trainers read the source labels from there to
+tell the records turned into -1 (other classes) from unlabelled ones.
 """
 
 import json

@@ -64,6 +64,7 @@ class RealMix(algorithm.Algorithm):
         ),
     )
     loss_names = ('xe', 'l2u', 'high_prob_ratio')
+    outlier_score = 'percent_mask'  # 1 - max softmax: the quantity whose lowest rows the mask drops
 
     def __init__(self, config, nclass):
         super().__init__(config, nclass)

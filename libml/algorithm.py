@@ -14,7 +14,7 @@ file only. `algorithms.load()` (the repository root) imports every algorithm fil
 import dataclasses
 from typing import NamedTuple
 
-from libml import maths
+from libml import maths, models
 from libml.data.dataset import DataSet
 from libml.data.streams import DEFAULT_CACHE_MB
 from libml.errors import UserError
@@ -101,6 +101,11 @@ class Algorithm:
     may be a vector of one value per class (written as `<tag>/<class name>`).
     float32_only: why the algorithm refuses --mixed_precision, or None when it computes in any precision.
     methods: the `Method`s this class stands for, registered when the class is defined (not inherited).
+    heads: the heads its model gets besides the classifier's (`models.Heads`: one-vs-all, open);
+    `step.model.outputs(x, ...)` returns them all.
+    outlier_score: how the EMA model's outputs become the outlier score of an image (higher = more
+    likely outside the labelled classes), a name of `openset.OUTLIER_SCORES`; the reports' outlier
+    AUROC, `--perform_inference` and the SavedModel use it.
     """
 
     name = 'Algorithm'
@@ -110,6 +115,8 @@ class Algorithm:
     loss_names = ('xe',)
     float32_only = None
     methods = ()
+    heads = models.Heads()
+    outlier_score = 'max_softmax'
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -137,6 +144,23 @@ class Algorithm:
         trainer holds each value in a checkpointed variable (`state_variables`), so a resumed run
         continues from the saved state; `loss` reads them from `step.state` and writes new values
         with `assign_state`.
+        """
+        return {}
+
+    def refreshes(self, before, after):
+        """Whether the loop calls `refresh` after the step that took training from image `before` to `after`.
+
+        Default: never. The loop also asks (-1, 0) before the first step of a run.
+        """
+        return False
+
+    def refresh(self, images, outputs, state):
+        """{name: new value} of state refreshed from the EMA model's view of every training-unlabelled image.
+
+        Called between steps when `refreshes` says so: images: training images done; outputs: the EMA
+        model's `outputs` in evaluation mode on every training-unlabelled image, un-augmented, in
+        index order ({'logits': [M, K], 'ova': [M, 2K], ...}); state: the state variables. The values
+        are saved with the next checkpoint, so a resumed run continues with them.
         """
         return {}
 
@@ -179,18 +203,22 @@ def dataset_options(config):
     )
 
 
-def forward_interleaved(model, batches):
+def forward_interleaved(model, batches, heads=False):
     """Logits of equal-size `batches` [b, ...] with batch-norm statistics from mixed batches.
 
     The batches are interleaved (every forward batch holds rows of each), run in training mode
     (only the first updates the moving statistics), and the logits de-interleaved: returns a list
-    of [b, K] logits in the order of `batches`.
+    of [b, K] logits in the order of `batches`. With `heads`, every head's output
+    (`model.outputs`): {'logits': [[b, K], ...], 'ova': [[b, 2K], ...], ...}.
     """
     size = batches[0].shape[0]
     mixed = maths.interleave(batches, size)
-    logits = [model(mixed[0], training=True, update_stats=True)]
-    logits += [model(b, training=True, update_stats=False) for b in mixed[1:]]
-    return maths.interleave(logits, size)
+    forward = model.outputs if heads else model
+    out = [forward(mixed[0], training=True, update_stats=True)]
+    out += [forward(b, training=True, update_stats=False) for b in mixed[1:]]
+    if heads:
+        return {key: maths.interleave([o[key] for o in out], size) for key in out[0]}
+    return maths.interleave(out, size)
 
 
 def state_variables(initial):
@@ -232,17 +260,29 @@ def across_replicas(*tensors):
 FIXMATCH_LOOP = {'optimizer': 'sgd', 'lr': 0.03, 'lr_decay': 'cosine', 'wd': 0.0005, 'wd_mode': 'l2', 'uratio': 7}
 
 
+def forward_views(step, labelled, unlabelled, heads=False):
+    """One interleaved pass over [x; u_1; ...; u_V]: the labelled images and every unlabelled view.
+
+    Batch-norm statistics of mixed batches (`forward_interleaved`); unlabelled images [u, V, H, W, C],
+    u a multiple of b. Returns the logits of x [b, K] and of each view [u, K], in that order; with
+    `heads`, {head name: [outputs of x, of view 1, ...]} (`model.outputs`).
+    """
+    x = labelled[0]
+    views = tf.unstack(unlabelled[0], axis=1)
+    batch, rows = x.shape[0], views[0].shape[0]
+    out = forward_interleaved(step.model, tf.split(tf.concat([x] + views, 0), 1 + len(views) * rows // batch), heads)
+    sizes = [batch] + [rows] * len(views)
+    if heads:
+        return {key: tf.split(tf.concat(parts, 0), sizes) for key, parts in out.items()}
+    return tf.split(tf.concat(out, 0), sizes)
+
+
 def weak_strong_logits(step, labelled, unlabelled):
     """(logits of x [b, K], of the weak views [u, K], of the strong views [u, K]): FixMatch's forward pass.
 
-    One interleaved pass over [x; w; s] (`forward_interleaved`: batch-norm statistics of mixed
-    batches); unlabelled images [u, 2, H, W, C] hold the ('weak', 'strong') views, u a multiple of b.
+    `forward_views` of the ('weak', 'strong') views.
     """
-    x = labelled[0]
-    weak, strong = tf.unstack(unlabelled[0], axis=1)
-    batch, rows = x.shape[0], weak.shape[0]
-    logits = forward_interleaved(step.model, tf.split(tf.concat([x, weak, strong], 0), 1 + 2 * rows // batch))
-    return tuple(tf.split(tf.concat(logits, 0), [batch, rows, rows]))
+    return tuple(forward_views(step, labelled, unlabelled))
 
 
 def pseudo_label_accuracy(pseudo_labels, labels):

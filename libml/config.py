@@ -219,6 +219,17 @@ LOOP = (
     ),
     Setting('overwrite', False, 'Allow --perform_inference to replace existing prediction files.'),
     Setting('eval_batch', 256, 'Batch size of evaluation and inference.', positive, '>= 1'),
+    Setting(
+        'outlier_sample',
+        2000,
+        'Outlier AUROC on the unlabelled images (outliers/auroc_unlabelled): at most this many '
+        'training-unlabelled images whose class is known, in or outside the labelled classes, drawn once '
+        'with a fixed seed (the same images at every report and in every run of the split); 0 = off. The '
+        'other AUROC, outliers/auroc_test_unseen, takes the test images against $ML_DATA/<name>-unseen.tfrecord '
+        '(test images of the other classes, filter_dataset.py writes it) when that file exists.',
+        non_negative,
+        '>= 0',
+    ),
     # speed and scale
     Setting('xla', False, 'Compile the train step and evaluation with XLA (jit_compile); one device only.'),
     Setting(

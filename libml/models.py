@@ -4,6 +4,10 @@ Variables are created at construction, so `tf.train.Checkpoint(model=...)` track
 before the first call. Every model maps images [B, H, W, C] (float, scaled to [-1, 1]) to
 float32 logits [B, K] with `model(x, training=False, update_stats=True)`.
 
+Open-set algorithms add heads on the pooled features (`Heads`: one-vs-all, (K+1)-way open,
+an MLP projection in front of them); `model.outputs(x, ...)` returns every head's output in
+one forward pass, `model(x, ...)` the logits alone, as for any other model.
+
 Mixed precision: with `compute_dtype='float16'` (or 'bfloat16') each layer casts its input
 and its kernel to that type; variables stay float32, batch-norm statistics are computed in
 float32 and the logits are returned as float32.
@@ -14,6 +18,7 @@ Batch-norm moving statistics are non-trainable variables with `VariableAggregati
 the same statistics.
 """
 
+import dataclasses
 import math
 
 from libml.errors import UserError
@@ -50,20 +55,20 @@ class Conv2D(tf.Module):
 
 
 class Dense(tf.Module):
-    """Fully connected layer: Glorot-normal (truncated) kernel, zero bias; float32 output."""
+    """Fully connected layer: Glorot-normal (truncated) kernel, zero bias (or none); float32 output."""
 
-    def __init__(self, units_in, units, compute_dtype='float32', name=None):
+    def __init__(self, units_in, units, compute_dtype='float32', use_bias=True, name=None):
         super().__init__(name=name)
         # 0.8796 is the standard deviation of a unit normal truncated at +-2.
         stddev = math.sqrt(2.0 / (units_in + units)) / 0.87962566103423978
         self.kernel = tf.Variable(tf.random.truncated_normal([units_in, units], stddev=stddev), name='kernel')
-        self.bias = tf.Variable(tf.zeros([units]), name='bias')
+        self.bias = tf.Variable(tf.zeros([units]), name='bias') if use_bias else None
         self.compute_dtype = tf.as_dtype(compute_dtype)
 
     def __call__(self, x):
         """x: [B, units_in] -> [B, units] float32."""
-        y = tf.matmul(tf.cast(x, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype))
-        return tf.cast(y, tf.float32) + self.bias
+        y = tf.cast(tf.matmul(tf.cast(x, self.compute_dtype), tf.cast(self.kernel, self.compute_dtype)), tf.float32)
+        return y if self.bias is None else y + self.bias
 
 
 class BatchNorm(tf.Module):
@@ -128,8 +133,81 @@ def _fused_batch_norm(x, gamma, beta, mean, variance, epsilon, training):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Heads:
+    """The heads an algorithm adds to the classifier (`Algorithm.heads`); none by default.
+
+    ova: one-vs-all head, K binary classifiers: 2K logits without bias (as the OpenMatch and
+    IOMatch authors' `nn.Linear(d, 2K, bias=False)`), the K "outside" logits first, then the K
+    "inside" ones (their `view(B, 2, K)`; `openset.ova_probs`); open: (K+1)-way open-set head,
+    class K = outlier (IOMatch); projection: width of the MLP (dense d -> d, ReLU, dense d -> projection)
+    between the pooled features and these heads (IOMatch: 128), 0 = they read the features.
+    """
+
+    ova: bool = False
+    open: bool = False
+    projection: int = 0
+
+    def __bool__(self):
+        return self.ova or self.open
+
+
+class OpenSetHeads(tf.Module):
+    """The extra heads of `Heads` on pooled features [B, width]."""
+
+    def __init__(self, width, nclass, heads, compute_dtype, name=None):
+        super().__init__(name=name)
+        self.projection = None
+        if heads.projection:
+            self.projection = [
+                Dense(width, width, compute_dtype=compute_dtype),
+                Dense(width, heads.projection, compute_dtype=compute_dtype),
+            ]
+            width = heads.projection
+        self.ova = Dense(width, 2 * nclass, compute_dtype=compute_dtype, use_bias=False) if heads.ova else None
+        self.open = Dense(width, nclass + 1, compute_dtype=compute_dtype) if heads.open else None
+
+    def __call__(self, features):
+        """features [B, width] -> {'ova': logits [B, 2K], 'open': logits [B, K + 1]} (the heads it has)."""
+        if self.projection is not None:
+            features = self.projection[1](tf.nn.relu(self.projection[0](features)))
+        out = {}
+        if self.ova is not None:
+            out['ova'] = self.ova(features)
+        if self.open is not None:
+            out['open'] = self.open(features)
+        return out
+
+
 class Classifier(tf.Module):
-    """Common interface: kernels (weight-decay targets) and head variables (the last Dense)."""
+    """Common interface: features, logits, every head's output, kernels (weight-decay targets), head variables.
+
+    Subclasses build `self.head` (the last Dense) and write `features`; `add_heads` adds the
+    open-set heads of `Heads`.
+    """
+
+    open_set = None
+
+    def add_heads(self, heads, width, nclass, compute_dtype):
+        """Adds the extra heads `heads` (a `Heads`) reading the `width` pooled features."""
+        if heads:
+            self.open_set = OpenSetHeads(width, nclass, heads, compute_dtype)
+
+    def features(self, x, training, update_stats):
+        """x: [B, H, W, C] in [-1, 1] -> pooled features [B, width]."""
+        raise NotImplementedError
+
+    def __call__(self, x, training=False, update_stats=True):
+        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+        return self.head(self.features(x, training, update_stats))
+
+    def outputs(self, x, training=False, update_stats=True):
+        """{'logits': [B, K], and 'ova' [B, 2K] / 'open' [B, K + 1] where the model has them} in one pass."""
+        features = self.features(x, training, update_stats)
+        out = {'logits': self.head(features)}
+        if self.open_set is not None:
+            out.update(self.open_set(features))
+        return out
 
     @property
     def kernels(self):
@@ -138,8 +216,9 @@ class Classifier(tf.Module):
 
     @property
     def head_variables(self):
-        """The final dense layer's kernel and bias (not restored when fine-tuning)."""
-        return [self.head.kernel, self.head.bias]
+        """The final dense layer's kernel and bias and the open-set heads' variables (not restored when fine-tuning)."""
+        extra = list(self.open_set.variables) if self.open_set is not None else []
+        return [self.head.kernel, self.head.bias] + extra
 
 
 def _global_pool(x):
@@ -179,7 +258,9 @@ class ResidualUnit(tf.Module):
 class WideResNet(Classifier):
     """Wide-ResNet as in MixMatch (WRN-28-2 with the defaults at 32x32): docs/algorithms.md#the-model."""
 
-    def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', name=None):
+    def __init__(
+        self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', heads=Heads(), name=None
+    ):
         super().__init__(name=name)
         self.stem = Conv2D(channels, 16, 3, compute_dtype=compute_dtype)
         self.units = []
@@ -191,14 +272,13 @@ class WideResNet(Classifier):
                 width = filters << stage
         self.bn = BatchNorm(width)
         self.head = Dense(width, nclass, compute_dtype=compute_dtype)
+        self.add_heads(heads, width, nclass, compute_dtype)
 
-    def __call__(self, x, training=False, update_stats=True):
-        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+    def features(self, x, training, update_stats):
         y = self.stem(x)
         for unit in self.units:
             y = unit(y, training, update_stats)
-        y = _leaky_relu(self.bn(y, training, update_stats))
-        return self.head(_global_pool(y))
+        return _global_pool(_leaky_relu(self.bn(y, training, update_stats)))
 
 
 class ConvBlock(tf.Module):
@@ -217,7 +297,7 @@ class ConvNet(Classifier):
     """Plain conv net: a stem block, then per scale two blocks (filters << s, filters << s+1)
     and a 2x2 max-pool; global average pool; dense to nclass."""
 
-    def __init__(self, nclass, channels, filters=32, scales=3, compute_dtype='float32', name=None):
+    def __init__(self, nclass, channels, filters=32, scales=3, compute_dtype='float32', heads=Heads(), name=None):
         super().__init__(name=name)
         self.stem = ConvBlock(channels, filters, compute_dtype)
         self.blocks = []
@@ -225,14 +305,14 @@ class ConvNet(Classifier):
             self.blocks.append(ConvBlock(filters << scale, filters << scale, compute_dtype))
             self.blocks.append(ConvBlock(filters << scale, filters << (scale + 1), compute_dtype))
         self.head = Dense(filters << scales, nclass, compute_dtype=compute_dtype)
+        self.add_heads(heads, filters << scales, nclass, compute_dtype)
 
-    def __call__(self, x, training=False, update_stats=True):
-        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+    def features(self, x, training, update_stats):
         y = self.stem(x, training, update_stats)
         for first, second in zip(self.blocks[0::2], self.blocks[1::2]):
             y = second(first(y, training, update_stats), training, update_stats)
             y = tf.nn.max_pool2d(y, 2, 2, 'SAME')
-        return self.head(_global_pool(y))
+        return _global_pool(y)
 
 
 class ShakeBranch(tf.Module):
@@ -284,7 +364,9 @@ class ShakeShake(Classifier):
     filters << stage channels (stride 2 at each later stage's first unit), relu, global pool,
     dense."""
 
-    def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', name=None):
+    def __init__(
+        self, nclass, channels, filters=32, repeat=4, scales=3, compute_dtype='float32', heads=Heads(), name=None
+    ):
         super().__init__(name=name)
         self.stem = Conv2D(channels, 16, 3, use_bias=False, compute_dtype=compute_dtype)
         self.stem_bn = BatchNorm(16)
@@ -295,13 +377,13 @@ class ShakeShake(Classifier):
                 self.units.append(ShakeUnit(width, filters << stage, 2 if stage and i == 0 else 1, compute_dtype))
                 width = filters << stage
         self.head = Dense(width, nclass, compute_dtype=compute_dtype)
+        self.add_heads(heads, width, nclass, compute_dtype)
 
-    def __call__(self, x, training=False, update_stats=True):
-        """x: [B, H, W, C] in [-1, 1] -> logits [B, nclass] float32."""
+    def features(self, x, training, update_stats):
         y = self.stem_bn(self.stem(x), training, update_stats)
         for unit in self.units:
             y = unit(y, training, update_stats)
-        return self.head(_global_pool(tf.nn.relu(y)))
+        return _global_pool(tf.nn.relu(y))
 
 
 def copy_moving_statistics(source, target):
@@ -321,28 +403,30 @@ def default_scales(size):
     return max(int(math.log2(size)) - 2, 1)
 
 
-def create_model(arch, nclass, shape, filters=32, repeat=4, scales=0, compute_dtype='float32', bn_momentum=0.999):
+def create_model(
+    arch, nclass, shape, filters=32, repeat=4, scales=0, compute_dtype='float32', bn_momentum=0.999, heads=Heads()
+):
     """Builds the classifier `arch` for images of `shape` (H, W, C) and `nclass` classes.
 
     scales=0 picks default_scales(H); `bn_momentum` is every batch norm's moving-average
-    momentum. Raises UserError for an unknown arch or dtype.
+    momentum; `heads`: the extra heads (`Heads`). Raises UserError for an unknown arch or dtype.
     """
-    model = _create(arch, nclass, shape, filters, repeat, scales, compute_dtype)
+    model = _create(arch, nclass, shape, filters, repeat, scales, compute_dtype, heads)
     for module in model.submodules:
         if isinstance(module, BatchNorm):
             module.momentum = bn_momentum
     return model
 
 
-def _create(arch, nclass, shape, filters, repeat, scales, compute_dtype):
+def _create(arch, nclass, shape, filters, repeat, scales, compute_dtype, heads):
     if compute_dtype not in ('float32', 'float16', 'bfloat16'):
         raise UserError(f'unknown compute dtype {compute_dtype!r}: expected float32, float16 or bfloat16')
     scales = scales or default_scales(shape[0])
     channels = shape[-1]
     if arch == 'resnet':
-        return WideResNet(nclass, channels, filters, repeat, scales, compute_dtype)
+        return WideResNet(nclass, channels, filters, repeat, scales, compute_dtype, heads)
     if arch == 'convnet':
-        return ConvNet(nclass, channels, filters, scales, compute_dtype)
+        return ConvNet(nclass, channels, filters, scales, compute_dtype, heads)
     if arch == 'shake':
-        return ShakeShake(nclass, channels, filters, repeat, scales, compute_dtype)
+        return ShakeShake(nclass, channels, filters, repeat, scales, compute_dtype, heads)
     raise UserError(f'--arch={arch}: unknown architecture, expected one of {", ".join(ARCHS)}')

@@ -1,7 +1,7 @@
-"""Open-set semi-supervised learning (SPEC §11): OpenMatch and IOMatch maths, outlier scores, and the outlier AUROC.
+"""Open-set semi-supervised learning (SPEC §11): OpenMatch and IOMatch maths and outlier scores.
 
 The TensorFlow functions work eagerly and inside `tf.function` (and XLA), cast inputs to float32 and keep no
-Python state; `auroc` is NumPy (evaluation runs outside the training step). Shapes: N rows, C labelled
+Python state (the AUROC of the scores is `libml.report.metrics.auroc`). Shapes: N rows, C labelled
 (inlier) classes, M images in the unlabelled file.
 
 One-vs-all (OVA) head layout: `ova_logits` [N, 2C], the first C columns the "outside" logits of the C binary
@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 from libml.selection import scatter_last
 
-import numpy as np
 import tensorflow as tf
 
 _EPS = 1e-8  # inside the logs of OpenMatch's OVA losses (OP_Match utils/misc.py:104-116)
@@ -115,6 +114,24 @@ def openmatch_update_inliers(inliers, indices, logits, ova_logits):
     """
     flags = openmatch_inliers(logits, ova_logits)
     return scatter_last(tf.cast(inliers, tf.float32), indices, flags, tf.ones_like(flags, tf.bool))
+
+
+def selected_fixmatch_loss(weak_logits, strong_logits, selected, confidence=0.0):
+    """OpenMatch's FixMatch term on the rows of a batch that are selected inliers, averaged over those rows.
+
+    weak_logits, strong_logits: [N, C] (f(w), f(s)); selected: [N] 0/1 (the inlier flag of each row's
+    image); confidence: threshold on max q, q = sg softmax(weak) (0.0 and temperature 1: OP_Match
+    `--threshold`, `--T`, parser.py:68, 90). L = sum_i sel_i [max q_i >= confidence] CE(argmax q_i, strong_i)
+    / max(sum_i sel_i, 1): the authors draw a separate batch of selected images and average over it
+    (trainer.py:162-171); a batch that mixes selected and other rows averages over its selected ones.
+    Returns (loss float32 scalar, mask float32 [N] = sel * confident, pseudo-labels int64 [N]).
+    """
+    q = tf.stop_gradient(tf.nn.softmax(tf.cast(weak_logits, tf.float32)))
+    selected = tf.cast(selected, tf.float32)
+    mask = selected * tf.cast(tf.reduce_max(q, axis=-1) >= tf.cast(confidence, tf.float32), tf.float32)
+    labels = tf.argmax(q, axis=-1, output_type=tf.int64)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(strong_logits, tf.float32))
+    return tf.reduce_sum(mask * ce) / tf.maximum(tf.reduce_sum(selected), 1.0), mask, labels
 
 
 class OpenLosses(NamedTuple):
@@ -254,7 +271,7 @@ def iomatch_outlier_score(open_logits):
     return tf.nn.softmax(tf.cast(open_logits, tf.float32))[:, -1]
 
 
-# --- Outlier scores of plain classifiers and the AUROC ---------------------------------------------------
+# --- Outlier scores of plain classifiers ---------------------------------------------------
 
 
 def max_softmax_score(probs):
@@ -275,23 +292,18 @@ def percent_mask_score(probs):
     return max_softmax_score(probs)
 
 
-def auroc(scores, is_outlier):
-    """Area under the ROC curve of `scores` (higher = outlier) separating outliers from inliers, ties counting half.
+# --- An algorithm's outlier score of its model's outputs -------------------------------------------------
 
-    scores: [N] numbers; is_outlier: [N] bools (or 0/1). The Mann-Whitney statistic: the share of
-    (outlier, inlier) pairs where the outlier scores higher, plus half the share of tied pairs, computed from
-    average ranks; equals scikit-learn's `roc_auc_score(is_outlier, scores)`. NumPy (evaluation code; accepts
-    tensors). Returns a python float, NaN when either group is empty.
-    """
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    positive = np.asarray(is_outlier).reshape(-1).astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float('nan')
-    order = np.argsort(scores, kind='stable')
-    ordered = scores[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]  # the first position of each run of equal scores
-    ends = np.r_[starts[1:], len(scores)]
-    ranks = np.empty(len(scores), np.float64)
-    ranks[order] = np.repeat(0.5 * (starts + ends + 1), ends - starts)  # mean of the 1-based ranks start+1..end
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+# name -> outputs -> float32 [N]; `outputs`: `models.Classifier.outputs`, {'logits': [N, C], 'ova': [N, 2C],
+# 'open': [N, C+1]} (the heads the model has). `Algorithm.outlier_score` names one.
+OUTLIER_SCORES = {
+    'max_softmax': lambda outputs: max_softmax_score(tf.nn.softmax(outputs['logits'])),
+    'percent_mask': lambda outputs: percent_mask_score(tf.nn.softmax(outputs['logits'])),
+    'ova': lambda outputs: ova_outlier_score(outputs['logits'], outputs['ova']),
+    'open': lambda outputs: iomatch_outlier_score(outputs['open']),
+}
+
+
+def outlier_score(name, outputs):
+    """The outlier score `OUTLIER_SCORES[name]` of a model's `outputs` dict: float32 [N], higher = more outside."""
+    return OUTLIER_SCORES[name](outputs)

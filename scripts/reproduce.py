@@ -10,11 +10,19 @@ each cell's test accuracy, the median of its last 10 reports):
   d  Fashion-MNIST, 250 labels: the supervised baseline, MixMatch, RealMix on the plain split
      and on its augmented copies, and every other algorithm.
   e  Fashion-MNIST, distribution mismatch: labelled classes 0,1,2,3,4,6; unlabelled from four
-     classes, 2,3,4,6 (0%) ... 5,7,8,9 (100%), the same number of images at every level.
+     classes, 2,3,4,6 (0%) ... 5,7,8,9 (100%), the same number of images at every level;
+     supervised, MixMatch, RealMix, FixMatch, OpenMatch, IOMatch.
+  f  Fashion-MNIST, the open-set protocol: labelled and test classes 0,1,2,3,4,6, every other
+     training image unlabelled (the four other classes included); closed-set accuracy and the
+     outlier AUROC on the whole test set; supervised, MixMatch, RealMix, FixMatch, its successors
+     and OpenMatch, IOMatch.
+
+Cells whose runs report an outlier AUROC (outliers/auroc_unlabelled, outliers/auroc_test_unseen:
+tables e and f) get a column for each, the median of the last 10 reports.
 
 Writes <out_dir>/table_<x>.md and .csv (every cell's command), test-accuracy
-curves (table_<x>_curves.png) and, for mismatch tables, accuracy vs mismatch with error bars
-(table_<x>_mismatch.png); commands.log holds every command with its output, cells.json every
+curves (table_<x>_curves.png) and, for mismatch tables, accuracy and outlier AUROCs vs mismatch
+with error bars (table_<x>_mismatch.png); commands.log holds every command with its output, cells.json every
 finished cell. Finished cells are skipped (even when their run folders are gone) and interrupted
 ones resume, so a table can be built over several sessions. Runners started side by side share
 the work: each passes over a cell whose run folder another process is training.

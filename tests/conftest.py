@@ -1,9 +1,12 @@
 """Shared fixtures: an isolated $ML_DATA per test, the digits data, and one trained tiny run."""
 
 import contextlib
+import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from libml.data.records import decode_png, read_records
 
@@ -101,7 +104,6 @@ TINY_TRAIN = [
 @pytest.fixture(scope='session')
 def trained(digits_source, tmp_path_factory):
     """One tiny RealMix run of 2 kimg shared by the tests that only read it: (train_dir, run_dir, stdout)."""
-    import glob
 
     train_dir = tmp_path_factory.mktemp('trained') / 'exp'
     out = run_cli(
@@ -110,6 +112,44 @@ def trained(digits_source, tmp_path_factory):
     ).stdout
     [run_dir] = glob.glob(os.path.join(train_dir, 'digits.1@50-250', '*'))
     return train_dir, run_dir, out
+
+
+def deterministic_env(ml_data):
+    """Environment of a training subprocess whose runs repeat bit for bit (CPU, deterministic ops, the venv first)."""
+    env = dict(os.environ, ML_DATA=str(ml_data), CUDA_VISIBLE_DEVICES='', TF_DETERMINISTIC_OPS='1')
+    env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + env['PATH']  # `#!/usr/bin/env python3` finds the venv
+    return env
+
+
+def kill_and_resume(command, train_dir, env, images=1024):
+    """Runs `command --train_dir=...`, SIGKILLs it once its checkpoint at `images` exists, then runs it to the end.
+
+    Asserts the kill came before the next checkpoint and that the second run resumed. Returns the
+    prefix of the resumed run's last checkpoint at 2 * `images`.
+    """
+    args = command + [f'--train_dir={train_dir}']
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pattern = os.path.join(str(train_dir), '*', '*', 'tf', f'model.ckpt-{images:010d}.index')
+    deadline = time.time() + 300
+    while not glob.glob(pattern) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    following = pattern.replace(f'{images:010d}', f'{2 * images:010d}')
+    assert glob.glob(pattern) and not glob.glob(following)
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and 'Resuming from' in out.stdout, out.stderr
+    [resumed] = glob.glob(following)
+    return resumed[: -len('.index')]
+
+
+def assert_same_checkpoints(a, b, scopes=('model/', 'ema_model/', 'optimizer/')):
+    """The variables under `scopes` of checkpoints `a` and `b` agree (rtol 1e-4); returns the keys compared."""
+    first, second = tf.train.load_checkpoint(a), tf.train.load_checkpoint(b)
+    keys = [k for k in first.get_variable_to_shape_map() if k.startswith(scopes)]
+    for key in keys:
+        np.testing.assert_allclose(first.get_tensor(key), second.get_tensor(key), rtol=1e-4, atol=1e-6, err_msg=key)
+    return keys
 
 
 def read(path):

@@ -30,6 +30,32 @@ class Linear(tf.Module):
         return np.asarray(x).reshape(len(x), -1) @ self.w.numpy() + self.b.numpy()
 
 
+class LinearHeads(Linear):
+    """A linear classifier with linear one-vs-all (2K, no bias) and open (K + 1) heads on flatten(x)."""
+
+    def __init__(self, w, b, w_ova, w_open, b_open):
+        super().__init__(w, b)
+        self.w_ova, self.w_open, self.b_open = tf.Variable(w_ova), tf.Variable(w_open), tf.Variable(b_open)
+
+    def outputs(self, x, training=False, update_stats=True):
+        flat = tf.reshape(x, [x.shape[0], -1])
+        return {'logits': self(x), 'ova': flat @ self.w_ova, 'open': flat @ self.w_open + self.b_open}
+
+    def numpy_ova(self, x):
+        """(p_out, p_in) [N, K]: softmax over each class's (outside, inside) pair of logits."""
+        z = np.asarray(x).reshape(len(x), -1) @ self.w_ova.numpy()
+        return softmax_pairs(z[:, :K], z[:, K:])
+
+    def numpy_open(self, x):
+        return np.asarray(x).reshape(len(x), -1) @ self.w_open.numpy() + self.b_open.numpy()
+
+
+def softmax_pairs(outside, inside):
+    """(p_out, p_in) of binary logits: p_in = 1 / (1 + exp(outside - inside))."""
+    p_in = 1.0 / (1.0 + np.exp(outside - inside))
+    return 1.0 - p_in, p_in
+
+
 def softmax(z):
     e = np.exp(z - z.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
@@ -88,3 +114,25 @@ def run_stateful(cls, step, x, labels, u, u_labels, initial=None, **settings):
     batch = (tf.constant(u), tf.constant(u_labels), tf.constant(INDICES))
     loss, stats = algo.loss(step._replace(state=state), (tf.constant(x), tf.constant(labels)), batch)
     return float(loss), {k: np.asarray(v) for k, v in stats.items()}, {k: v.numpy() for k, v in state.items()}
+
+
+def headed_setup(uratio=2, views=2):
+    """`setup` with a `LinearHeads` model whose bias makes some weak-view rows confident."""
+    model, ema, x, labels, u, u_labels, step = setup(uratio, views)
+    rng = np.random.RandomState(3)
+    model = LinearHeads(
+        model.w.numpy() * 3,
+        np.array([4.0, 0.0, -1.0], np.float32),
+        rng.normal(0, 2, (4, 2 * K)).astype(np.float32),
+        rng.normal(0, 1, (4, K + 1)).astype(np.float32),
+        rng.normal(0, 0.5, K + 1).astype(np.float32),
+    )
+    return model, ema, x, labels, u, u_labels, step._replace(model=model)
+
+
+def ova_loss_numpy(model, x, labels):
+    """OpenMatch's L_ova: -log p_in of the label + the largest -log p_out of the other classes (1e-8 in the logs)."""
+    p_out, p_in = model.numpy_ova(x)
+    positive = np.eye(K)[labels]
+    hardest = (-np.log(p_out + 1e-8) * (1 - positive)).max(1)
+    return (-np.log(p_in + 1e-8) * positive).sum(1).mean() + hardest.mean()

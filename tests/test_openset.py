@@ -7,7 +7,6 @@ from libml import maths, openset
 import numpy as np
 import pytest
 import tensorflow as tf
-from sklearn.metrics import roc_auc_score
 
 
 def ova_from(p_in):
@@ -77,6 +76,24 @@ def test_ova_outlier_score_and_inliers_by_hand():
 
 
 # --- IOMatch -----------------------------------------------------------------------------------------------
+
+
+def test_selected_fixmatch_loss_by_hand():
+    # Rows: weak logits with argmax 0, 1, 0, 2; q_max of row 3 is 0.5 < 0.6; rows 0, 1, 3 selected.
+    weak = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.25, 0.25, 0.5]], np.float32))
+    strong = np.log(np.array([[0.5, 0.25, 0.25], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]], np.float32))
+    selected = np.array([1.0, 1.0, 0.0, 1.0], np.float32)
+    loss, mask, labels = openset.selected_fixmatch_loss(weak, strong, selected, confidence=0.6)
+    # CE of the selected confident rows 0 and 1: -log 0.5, -log 0.4; row 3 is selected but not confident (0 in the
+    # sum, 1 in the count); row 2 is confident but not selected.
+    assert float(loss) == pytest.approx((-math.log(0.5) - math.log(0.4)) / 3, rel=1e-5)
+    np.testing.assert_array_equal(mask.numpy(), [1, 1, 0, 0])
+    np.testing.assert_array_equal(labels.numpy(), [0, 1, 0, 2])
+    # Threshold 0 (the authors'): every selected row counts, the mean over the 3 selected rows.
+    loss, _, _ = openset.selected_fixmatch_loss(weak, strong, selected)
+    assert float(loss) == pytest.approx((-math.log(0.5) - math.log(0.4) - math.log(0.8)) / 3, rel=1e-5)
+    loss, mask, _ = openset.selected_fixmatch_loss(weak, strong, np.zeros(4, np.float32))
+    assert float(loss) == 0.0 and not mask.numpy().any()
 
 
 def test_iomatch_align_queue_by_hand():
@@ -166,25 +183,6 @@ def test_percent_mask_drops_exactly_the_highest_scores():
         dropped = np.flatnonzero(maths.percent_mask(probs, percent).numpy() == 0)
         top = np.argsort(-score)[: int(percent * 40)]
         assert set(dropped) == set(top)
-
-
-SCORES = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4, 0.9, 0.1, 0.55, 0.35, 0.8, 0.2])
-OUTLIER = np.array([0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1], bool)
-
-
-def test_auroc_matches_scikit_learn_with_ties():
-    assert openset.auroc(SCORES, OUTLIER) == pytest.approx(roc_auc_score(OUTLIER, SCORES), abs=1e-12)
-    assert openset.auroc(tf.constant(SCORES, tf.float32), tf.constant(OUTLIER)) == pytest.approx(
-        roc_auc_score(OUTLIER, SCORES.astype(np.float32)), abs=1e-12
-    )
-
-
-def test_auroc_by_hand_and_edges():
-    # Pairs (outlier, inlier): (0.5, 0.2) 1, (0.5, 0.5) 1/2, (0.9, 0.2) 1, (0.9, 0.5) 1 -> 3.5 / 4.
-    assert openset.auroc([0.2, 0.5, 0.5, 0.9], [0, 1, 0, 1]) == 0.875
-    assert openset.auroc([1, 2, 3], [1, 1, 1]) != openset.auroc([1, 2, 3], [1, 1, 1])  # NaN: no inlier
-    assert openset.auroc([0.3, 0.3], [0, 1]) == 0.5  # all tied
-    assert openset.auroc([0.1, 0.9], [0, 1]) == 1.0 and openset.auroc([0.9, 0.1], [0, 1]) == 0.0
 
 
 def test_openset_functions_compile_with_xla_and_match_eager():

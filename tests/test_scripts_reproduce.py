@@ -1,9 +1,15 @@
 """scripts/reproduce.py end to end."""
 
 import csv
+import glob
 import json
 import os
 
+from libml.report.events import read_scalars
+from libml.tables import steps
+
+import archives
+import pytest
 from conftest import assert_user_error, run_cli
 
 
@@ -47,3 +53,22 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
         check=False,
     )
     assert_user_error(bad, '--methods', 'Ladder', 'FixMatch')
+
+
+def test_reproduce_quick_table_f_reports_outlier_aurocs(ml_data, tmp_path):
+    """Table f on a small synthetic Fashion-MNIST: its data, two cells, the AUROC columns read from the runs' events."""
+    archives.write_idx_dataset(tmp_path / 'src' / 'fashion_mnist', counts=(('train', 600), ('test', 60)), seed=6)
+    run_cli(['scripts/create_datasets.py', 'fashion_mnist', f'--archive_dir={tmp_path / "src"}'], ml_data=ml_data)
+    train_dir = tmp_path / 'runs'
+    run_cli(['scripts/reproduce.py', '--quick', '--tables=f', '--seeds=1', f'--train_dir={train_dir}'], ml_data=ml_data)
+    for name in ('fashion6_open-test', 'fashion6_open-unseen', 'SSL/fashion6_open.1@250-unlabel'):
+        assert (ml_data / f'{name}.tfrecord').exists(), name
+    rows = {r['method']: r for r in csv.DictReader(open(train_dir / 'reproduce' / 'table_f.csv'))}
+    assert list(rows) == ['Supervised', 'OpenMatch']
+    for method, row in rows.items():
+        [run_dir] = glob.glob(str(train_dir / 'fashion6_open.1@250-0' / f'{steps.algorithm_of(method).name}_*'))
+        for name in ('unlabelled', 'test_unseen'):
+            [(_, value)] = read_scalars(os.path.join(run_dir, 'tf'), f'outliers/auroc_{name}')  # one report
+            assert float(row[f'auroc_{name}']) == pytest.approx(value, abs=1e-4), (method, name)
+    header = open(train_dir / 'reproduce' / 'table_f.md').read().splitlines()[2]
+    assert '| outlier AUROC, unlabelled | outlier AUROC, test vs unseen |' in header

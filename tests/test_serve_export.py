@@ -253,7 +253,8 @@ def test_load_serving_for_inference(runs):
     assert model.shape == (8, 8, 3) and model.class_names == [str(i) for i in range(5)]
     x = run['pixels'].astype(np.float32) / 255.0
     np.testing.assert_allclose(model(x), run['probs'], atol=1e-5)
-    np.testing.assert_allclose(model.model_range(x * 2 - 1), run['probs'], atol=1e-5)
+    assert list(model.model_range(x * 2 - 1)) == ['probabilities']  # no outlier score without open-set heads
+    np.testing.assert_allclose(model.model_range(x * 2 - 1)['probabilities'], run['probs'], atol=1e-5)
     blobs = []
     for path in run['files']:
         with open(path, 'rb') as f:
@@ -273,7 +274,7 @@ from tensorflow.python.util import _pywrap_util_port
 model = tf.saved_model.load(sys.argv[1])
 feeds = {'serving_default': tf.zeros([0], tf.string), 'serving_decoded': tf.zeros([0, 8, 8, 3])}
 outputs = {name: model.signatures[name](images=images) for name, images in feeds.items()}
-outputs['model_range'] = {'probabilities': model.model_range_probabilities(tf.zeros([0, 8, 8, 3]))}
+outputs['model_range'] = model.model_range_outputs(tf.zeros([0, 8, 8, 3]))
 shapes = {name: {k: [v.shape.as_list(), v.dtype.name] for k, v in out.items()} for name, out in outputs.items()}
 print(json.dumps({'onednn': bool(_pywrap_util_port.IsMklEnabled()), 'outputs': shapes}))
 """

@@ -1,6 +1,6 @@
 """The shared training loop in-process: one step's exact arithmetic, no retracing, labelled-only baselines."""
 
-from libml.report import reporter
+from libml.report import evaluation, reporter
 
 import numpy as np
 import pytest
@@ -84,7 +84,8 @@ def test_vector_statistics_are_averaged_over_the_period_and_written_per_class(di
     assert reached == 48 and stats['share'].shape == (10,)
     np.testing.assert_allclose(stats['share'], np.mean(shares, axis=0), rtol=1e-6)
     labels = np.arange(10)
-    results = {'train_labeled': (labels, np.eye(10)), 'test': (labels, np.eye(10))}
+    predictions = evaluation.Predictions(labels, np.eye(10), np.zeros(10))
+    results = {'train_labeled': predictions, 'test': predictions}
     names = [f'c{i}' for i in range(10)]
     tags = reporter.scalars(results, stats, ('xe',), names, 100.0)
     assert [tags[f'monitors/share/c{i}'] for i in range(10)] == pytest.approx(stats['share'].tolist())

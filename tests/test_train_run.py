@@ -22,8 +22,10 @@ from conftest import ROOT, TINY_TRAIN, run_cli
 import flexmatch
 import freematch
 import ict
+import iomatch
 import mean_teacher
 import mixup
+import openmatch
 import pi_model
 import pseudo_label
 import realmix
@@ -194,6 +196,8 @@ MONITORS = {
     freematch.FreeMatch: ('mask', 'global_threshold', 'label_accuracy', 'threshold/0', 'threshold/9'),
     softmatch.SoftMatch: ('mask', 'mu', 'var', 'label_accuracy'),
     uda.UDA: ('mask', 'tsa_threshold', 'label_accuracy'),
+    iomatch.IOMatch: ('mask', 'open_mask', 'in_mask', 'p_mask', 'label_accuracy'),
+    openmatch.OpenMatch: ('inliers', 'mask', 'label_accuracy'),
 }
 
 

@@ -1,15 +1,27 @@
 """The `DataSet`: one experiment's record files and their tf.data pipelines (augmented, batched)."""
 
+import os
+
 from libml.data import augment as augment_lib
 from libml.data import checks, records
-from libml.data.names import class_mapping_path, load_class_names, parse_dataset_name, split_paths, test_path
-from libml.data.records import check_record_file, record_decoder, scan_records
+from libml.data.names import (
+    class_mapping_path,
+    load_class_names,
+    parse_dataset_name,
+    split_paths,
+    test_path,
+    unseen_path,
+)
+from libml.data.records import check_record_file, read_labels, record_decoder, scan_records
 from libml.data.streams import DEFAULT_CACHE_MB, DEFAULT_SHUFFLE_BUFFER, EndlessStream, Part, cache_plan
 from libml.errors import UserError
 from libml.files import read_json
 
 import numpy as np
 import tensorflow as tf
+
+# Seed of the training-unlabelled images the outlier AUROC is computed on: the same images for every run of a split.
+OUTLIER_SAMPLE_SEED = 0
 
 
 def to_model_range(image):
@@ -50,11 +62,48 @@ def balanced_holdout(labels, valid):
     return np.sort(labelled[np.lexsort((classes, rank))[:valid]])
 
 
+def outlier_status(labels, source_labels, classes):
+    """Per record: 1 = its class is outside the labelled `classes`, 0 = one of them, -1 = unknown.
+
+    labels: int [N] as recorded (-1 = no label); source_labels: int [N], the labels the records
+    had before `filter_dataset.py --label_order` turned every class outside the order into -1, or
+    None when unknown. A record labelled -1 whose source label is a class (>= 0) is outside.
+    """
+    labels = np.asarray(labels)
+    status = np.where(labels >= 0, np.where(np.isin(labels, classes), 0, 1), -1)
+    if source_labels is not None:
+        status = np.where((labels < 0) & (np.asarray(source_labels) >= 0), 1, status)
+    return status.astype(np.int8)
+
+
+def source_labels(split_map, unlabel_file):
+    """Labels the unlabel file's records had in the file `filter_dataset.py` filtered it from, or None.
+
+    Read from the split map's `unlabel_source` (looked for beside `unlabel_file` when its recorded
+    path is gone) and `unlabel_kept` (the records kept, in output order). None for a split that was
+    not filtered, or whose source file is not found.
+    """
+    source, kept = split_map.get('unlabel_source'), split_map.get('unlabel_kept')
+    if not source or kept is None:
+        return None
+    for path in (source, os.path.join(os.path.dirname(unlabel_file), os.path.basename(source))):
+        if os.path.isfile(path):
+            labels = read_labels(path)
+            return labels[np.asarray(kept, np.int64)] if len(kept) and max(kept) < len(labels) else None
+    return None
+
+
 class DataSet:
     """The files of one experiment and their tf.data pipelines.
 
     Attributes: `name` (str), `shape` (H, W, C), `nclass`, `class_names`, `train_labels`
-    (labels of the labelled training images), `test_labels`, `unlabel_count` and the record files.
+    (labels of the labelled training images), `labelled_classes` (the classes among them),
+    `test_labels`, `unlabel_count` and the record files.
+
+    Outliers: `unseen_file` holds test images of classes outside the labelled ones (every record
+    counts as an outlier, whatever its label); `unlabel_source_labels` are the labels the unlabel
+    file's records had before `filter_dataset.py --label_order` turned the other classes into -1
+    (`source_labels`), so those records are known outliers too (`outlier_status`).
 
     Validation comes from the head of the unlabel file (SSL splits: its first `valid` records
     are held-out labelled images) or, with `valid_from_label_file`, from `valid` labelled records
@@ -90,14 +139,17 @@ class DataSet:
         clean_head=0,
         cache_mb=None,
         shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+        unseen_file=None,
+        unlabel_source_labels=None,
     ):
-        others = [test_file] + ([unlabel_file] if unlabel_file else [])
+        others = [test_file] + [f for f in (unlabel_file, unseen_file) if f]
         for path in [label_file] + others:
             check_record_file(path)
         self.name = name
         self.cache_mb = DEFAULT_CACHE_MB if cache_mb is None else cache_mb
         self.shuffle_buffer = shuffle_buffer
         self.label_file, self.unlabel_file, self.test_file = label_file, unlabel_file, test_file
+        self.unseen_file, self._unseen, self._unlabelled_status = unseen_file, None, None
         self.valid, self.valid_from_label_file = valid, valid_from_label_file
         # Unlabel-file records never trained on: the validation images, or an augmented copy's
         # whole un-augmented head (its map's clean_head), whichever is longer.
@@ -116,6 +168,13 @@ class DataSet:
         self.class_names = load_class_names(class_mapping, self.nclass)
         self._unlabelled, self._head = self._unlabel_file_parts()
         self.unlabel_count = 0 if self._unlabelled is None else len(self._unlabelled)
+        self.labelled_classes = np.unique(self.train_labels)
+        if unseen_file is not None:
+            unseen = scan_records(unseen_file)
+            self._unseen = Part(unseen, np.arange(len(unseen)))
+        if self._unlabelled is not None:
+            source = None if unlabel_source_labels is None else unlabel_source_labels[self._unlabelled.records]
+            self._unlabelled_status = outlier_status(self._unlabelled.labels, source, self.labelled_classes)
         # Which training files are decoded into memory: the labelled one first, within cache_mb.
         self.cached = cache_plan(len(self.train_labels), self.unlabel_count, self.shape, self.cache_mb)
         self._streams = {}
@@ -147,6 +206,7 @@ class DataSet:
         split_map = read_json(map_file, 'split map')
         checks.check_valid_capacity(text, parsed, split_map, unlabel_file, root)
         mapping = class_mapping or class_mapping_path(parsed.name, root)
+        unseen = unseen_path(parsed.name, root)
         return cls(
             text,
             label_file,
@@ -158,6 +218,8 @@ class DataSet:
             img_size=img_size,
             augment=augment,
             clean_head=int(split_map.get('clean_head', 0)),
+            unseen_file=unseen if os.path.exists(unseen) else None,
+            unlabel_source_labels=source_labels(split_map, unlabel_file),
             **kwargs,
         )
 
@@ -174,7 +236,8 @@ class DataSet:
         size raises a TensorFlow InvalidArgumentError only when the stream reaches it.
         Other errors pass through unchanged.
         """
-        return records.pipeline_errors([p for p in (self.label_file, self.unlabel_file, self.test_file) if p])
+        files = (self.label_file, self.unlabel_file, self.test_file, self.unseen_file)
+        return records.pipeline_errors([p for p in files if p])
 
     def _endless(self, unlabelled, seed, start):
         """Infinite (element index, position, uint8 image [H, W, C], label) of a training file, from element `start`."""
@@ -228,3 +291,30 @@ class DataSet:
     def eval_test(self, batch):
         """Finite batches of the labelled test images."""
         return eval_batches(self._test, self.shape, batch)
+
+    def eval_unlabelled(self, batch):
+        """Finite batches (images, labels) of the training-unlabelled images, un-augmented, in index order."""
+        if self._unlabelled is None:
+            raise UserError(f'{self.name} has no unlabelled file: this algorithm needs an SSL split')
+        return eval_batches(self._unlabelled, self.shape, batch)
+
+    def eval_unseen(self, batch):
+        """Finite batches of the unseen-class test images (`unseen_file`), None without one."""
+        return None if self._unseen is None else eval_batches(self._unseen, self.shape, batch)
+
+    def eval_unlabelled_outliers(self, batch, limit):
+        """(finite batches (images, labels), is_outlier bool [n]) of training-unlabelled images of known class.
+
+        At most `limit` of the training-unlabelled records whose class is known (`outlier_status`),
+        drawn with OUTLIER_SAMPLE_SEED, in file order: the same images at every report and in every
+        run of the split. None when no record is known or `limit` is 0.
+        """
+        if self._unlabelled_status is None or not limit:
+            return None
+        known = np.flatnonzero(self._unlabelled_status >= 0)
+        if not known.size:
+            return None
+        if known.size > limit:
+            known = np.sort(np.random.RandomState(OUTLIER_SAMPLE_SEED).choice(known, limit, replace=False))
+        part = Part(self._unlabelled.scan, self._unlabelled.records[known])
+        return eval_batches(part, self.shape, batch), self._unlabelled_status[known] == 1

@@ -88,6 +88,11 @@ def test_path(name, root=None):
     return os.path.join(root or data_dir(), f'{name}-test.tfrecord')
 
 
+def unseen_path(name, root=None):
+    """$ML_DATA/<name>-unseen.tfrecord: test images of classes outside the labelled ones (outlier AUROC)."""
+    return os.path.join(root or data_dir(), f'{name}-unseen.tfrecord')
+
+
 def train_path(name, root=None):
     """$ML_DATA/<name>-train.tfrecord (or under `root`)."""
     return os.path.join(root or data_dir(), f'{name}-train.tfrecord')

@@ -45,3 +45,25 @@ def median_of_last(values, counts=(1, 10, 20, 50)):
 def median_of_recent(history, step, count=10):
     """Median of the values of the `count` largest steps <= `step` in `history` {step: value}; NaN if none."""
     return median_of_tail([history[s] for s in sorted(s for s in history if s <= step)], count)
+
+
+def auroc(scores, is_outlier):
+    """Area under the ROC curve of `scores` (higher = outlier) separating outliers from inliers, ties counting half.
+
+    scores: [N] numbers; is_outlier: [N] bools (or 0/1). The Mann-Whitney statistic: the share of
+    (outlier, inlier) pairs where the outlier scores higher, plus half the share of tied pairs, computed from
+    average ranks; equals scikit-learn's `roc_auc_score(is_outlier, scores)`. NumPy (evaluation code; accepts
+    tensors). Returns a python float, NaN when either group is empty.
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    positive = np.asarray(is_outlier).reshape(-1).astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float('nan')
+    order = np.argsort(scores, kind='stable')
+    ordered = scores[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]  # the first position of each run of equal scores
+    ends = np.r_[starts[1:], len(scores)]
+    ranks = np.empty(len(scores), np.float64)
+    ranks[order] = np.repeat(0.5 * (starts + ends + 1), ends - starts)  # mean of the 1-based ranks start+1..end
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -29,6 +29,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 MEDIAN_COUNT = 10
+OUTLIER_PREFIX = 'outliers/auroc_'  # + 'unlabelled' | 'test_unseen' (evaluation.outlier_aurocs)
 # {scalar tag: the tag of the median of its last MEDIAN_COUNT reports}. Under summary/, so no class name can clash
 # with them (per-class accuracies are accuracy_test/<class name>).
 MEDIANS = {'accuracy_test': 'summary/accuracy_test_median10', 'accuracy_valid': 'summary/accuracy_valid_median10'}
@@ -37,12 +38,13 @@ CONFUSION_COUNTS_TAG = 'confusion_matrix/test_counts'
 PICTURES_PREFIX = 'pictures/'
 
 
-def scalars(results, stats, loss_names, class_names, rate):
+def scalars(results, stats, loss_names, class_names, rate, aurocs=None):
     """{TensorBoard tag: value} of one report.
 
     results: `evaluation.evaluate` output; stats: mean step statistics, each a number or a vector
     (one value per class: written as `<tag>/<class name>`, other lengths as `<tag>/<index>`);
-    loss_names: the stats written under losses/ (the rest go under monitors/); rate: training img/s.
+    loss_names: the stats written under losses/ (the rest go under monitors/); rate: training img/s;
+    aurocs: `evaluation.outlier_aurocs` output, written as outliers/auroc_<set>.
     """
     nclass = len(class_names)
     out = {f'accuracy_{name}': value for name, value in evaluation.accuracies(results).items()}
@@ -54,9 +56,10 @@ def scalars(results, stats, loss_names, class_names, rate):
         names = class_names if len(value) == nclass else range(len(value))
         out.update({f'{tag}/{name}': float(v) for name, v in zip(names, value)})
     if 'valid' in results:
-        labels, probs = results['valid']
+        labels, probs = results['valid'].labels, results['valid'].probs
         out['losses/val_loss'] = float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + 1e-12)))
-    test_labels, test_probs = results['test']
+    out.update({OUTLIER_PREFIX + name: value for name, value in (aurocs or {}).items()})
+    test_labels, test_probs = results['test'].labels, results['test'].probs
     predictions = test_probs.argmax(1)
     out.update(metrics.precision_recall_f1(test_labels, predictions, nclass))
     for name, value in zip(class_names, metrics.per_class_accuracy(test_labels, predictions, nclass)):
@@ -67,12 +70,14 @@ def scalars(results, stats, loss_names, class_names, rate):
 
 
 def console_line(images, tags, stats, loss_names, rate):
-    """`kimg   64  accuracy train 98.0  valid 90.4  test 91.2  xe 0.1234 ...  512 img/s`."""
+    """`kimg   64  accuracy train 98.0  valid 90.4  test 91.2  [auroc unlabelled 0.81 ...]  xe 0.1234 ... 512 img/s`."""
     losses = ' '.join(f'{k} {v:.4f}' for k, v in stats.items() if k in loss_names or k == 'overall')
+    aurocs = ' '.join(f'{k[len(OUTLIER_PREFIX) :]} {v:.3f}' for k, v in tags.items() if k.startswith(OUTLIER_PREFIX))
     return (
         f'kimg {images >> 10:5d}  accuracy train {tags["accuracy_train_labeled"]:5.1f}  '
         f'valid {tags.get("accuracy_valid", float("nan")):5.1f}  test {tags["accuracy_test"]:5.1f}  '
-        f'{losses}  {rate:.0f} img/s'
+        + (f'auroc {aurocs}  ' if aurocs else '')
+        + f'{losses}  {rate:.0f} img/s'
     )
 
 
@@ -136,7 +141,7 @@ class Reporter:
         folder = run_folder.ckpt_dir(run_dir)
         self.history, hparams_written = past_events(folder)
         self.writer = tf.summary.create_file_writer(folder)
-        self.predictor = evaluation.Predictor(trainer.config.xla)
+        self.predictor = evaluation.Predictor(trainer.config.xla, trainer.algorithm.outlier_score)
         self.batches_due = pictures
         if not hparams_written:
             with self.writer.as_default():
@@ -146,9 +151,13 @@ class Reporter:
     def report(self, images, stats, rate):
         """Evaluates, writes the summaries and run.json, prints the console line; returns the tags."""
         trainer = self.trainer
-        results = evaluation.evaluate(self.predictor, trainer.ema_model, trainer.dataset, trainer.config.eval_batch)
+        c = trainer.config
+        results = evaluation.evaluate(self.predictor, trainer.ema_model, trainer.dataset, c.eval_batch)
+        aurocs = evaluation.outlier_aurocs(
+            self.predictor, trainer.ema_model, trainer.dataset, c.eval_batch, c.outlier_sample, results['test']
+        )
         loss_names = trainer.algorithm.loss_names
-        tags = scalars(results, stats, loss_names, trainer.dataset.class_names, rate)
+        tags = scalars(results, stats, loss_names, trainer.dataset.class_names, rate, aurocs)
         tags[events.CPU_TAG] = time.process_time()
         for tag, median_tag in MEDIANS.items():
             if tag in tags:
@@ -173,7 +182,7 @@ class Reporter:
         return tags
 
     def _write_confusion(self, images, test, accuracy):
-        labels, probs = test
+        labels, probs = test.labels, test.probs
         names = self.trainer.dataset.class_names
         matrix = pictures.confusion_matrix(labels, probs.argmax(1), len(names))
         title = f'Test, EMA model, {images >> 10} kimg: accuracy {accuracy:.1f}% of {len(labels)}'

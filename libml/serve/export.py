@@ -10,6 +10,8 @@ TensorFlow only:
     both return       probabilities float32 [N, K], class_ids int32 [N], classes tf.string [N]
                       (the predicted class names) and class_names tf.string [K]; N = 0 gives
                       empty outputs of these types without running the model
+    and, for a model with open-set heads (OpenMatch, IOMatch), outlier_score float32 [N]: higher =
+                      more likely outside the labelled classes (`outlier_rule`)
 
 The loaded object also carries `class_names` (string [K]) and `image_shape` (int32 [3]).
 
@@ -22,7 +24,7 @@ import re
 import shutil
 import tempfile
 
-from libml import models
+from libml import models, openset
 from libml.data.names import class_mapping_path, data_dir, load_class_names, parse_dataset_name, test_path
 from libml.data.records import first_image_shape
 from libml.errors import UserError, first_line
@@ -91,6 +93,29 @@ def architecture_from_checkpoint(shapes):
     raise UserError("cannot tell the architecture from the checkpoint: put the run's args/args.json back")
 
 
+def heads_from_checkpoint(shapes):
+    """The `models.Heads` a checkpoint's model has, read from its variables (model/open_set/...)."""
+
+    def shape(key):
+        return shapes.get(f'model/open_set/{key}/.ATTRIBUTES/VARIABLE_VALUE')
+
+    projection = shape('projection/1/kernel')
+    return models.Heads(
+        ova=shape('ova/kernel') is not None,
+        open=shape('open/kernel') is not None,
+        projection=projection[-1] if projection else 0,
+    )
+
+
+def outlier_rule(heads):
+    """The `openset.OUTLIER_SCORES` name of a model's served outlier score, None without open-set heads.
+
+    The open head's outlier class where the model has one (IOMatch), else the one-vs-all score of the
+    predicted class (OpenMatch): the scores those algorithms report (`Algorithm.outlier_score`).
+    """
+    return 'open' if heads.open else 'ova' if heads.ova else None
+
+
 def input_shape(args, channels, img_size=0, root=None):
     """(H, W, C) of the model: `img_size`, else args.json's img_size, else the dataset's first test image."""
     size = img_size or int((args or {}).get('img_size') or 0)
@@ -128,8 +153,8 @@ def class_names(args, nclass, class_mapping='', root=None):
     return [str(i) for i in range(nclass)], f'notice: no class mapping{where}: class names are the ids 0..{nclass - 1}'
 
 
-def restore_ema_model(prefix, config, shape, nclass):
-    """The EMA model of checkpoint `prefix`, evaluating with the raw model's batch-norm statistics."""
+def restore_ema_model(prefix, config, shape, nclass, heads=models.Heads()):
+    """The EMA model (with `heads`) of checkpoint `prefix`, evaluating with the raw model's batch-norm statistics."""
     build = lambda: models.create_model(
         config['arch'],
         nclass,
@@ -137,6 +162,7 @@ def restore_ema_model(prefix, config, shape, nclass):
         filters=int(config['filters']),
         repeat=int(config['repeat']),
         scales=int(config['scales']),
+        heads=heads,
     )
     model, ema_model = build(), build()
     try:
@@ -155,36 +181,50 @@ def restore_ema_model(prefix, config, shape, nclass):
 # --------------------------------------------------------------------------- SavedModel
 
 
-def model_probabilities(model, images, nclass):
-    """softmax(model(images)) in inference mode: images float32 [N, H, W, C] in [-1, 1] -> float32 [N, K].
+def model_outputs(model, images, nclass, rule=None):
+    """{'probabilities': softmax(logits) [N, K], 'outlier_score': [N] when `rule`} in inference mode.
 
-    An empty batch (N = 0) gives float32 [0, K] without running the model: oneDNN's Conv2D
+    images: float32 [N, H, W, C] in [-1, 1]; rule: an `openset.OUTLIER_SCORES` name or None. An empty
+    batch (N = 0) gives empty float32 outputs without running the model: oneDNN's Conv2D
     (TF_ENABLE_ONEDNN_OPTS=1) returns a zero-size batch with its input's channels, and the next
     batch norm fails.
     """
-    return tf.cond(
-        tf.shape(images)[0] > 0,
-        lambda: tf.nn.softmax(model(images, training=False)),
-        lambda: tf.zeros([0, nclass], tf.float32),
-    )
+
+    def run():
+        outputs = model.outputs(images, training=False)
+        out = {'probabilities': tf.nn.softmax(outputs['logits'])}
+        if rule:
+            out['outlier_score'] = openset.outlier_score(rule, outputs)
+        return out
+
+    def empty():
+        out = {'probabilities': tf.zeros([0, nclass], tf.float32)}
+        if rule:
+            out['outlier_score'] = tf.zeros([0], tf.float32)
+        return out
+
+    return tf.cond(tf.shape(images)[0] > 0, run, empty)
 
 
-def serving_module(ema_model, shape, names):
-    """(tf.Module holding the model, {signature name: concrete function}) ready to save."""
+def serving_module(ema_model, shape, names, rule=None):
+    """(tf.Module holding the model, {signature name: concrete function}) ready to save.
+
+    rule: the `openset.OUTLIER_SCORES` name of the outlier score the signatures add, or None.
+    """
     module = tf.Module()
     module.model = ema_model
     module.class_names = tf.Variable(names, dtype=tf.string, trainable=False, name='class_names')
     module.image_shape = tf.Variable(list(shape), dtype=tf.int32, trainable=False, name='image_shape')
 
     def outputs(images):
-        probabilities = model_probabilities(module.model, images * 2.0 - 1.0, len(names))
-        ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
-        return {
-            'probabilities': probabilities,
-            'class_ids': ids,
-            'classes': tf.gather(module.class_names, ids),
-            'class_names': tf.identity(module.class_names),
-        }
+        out = model_outputs(module.model, images * 2.0 - 1.0, len(names), rule)
+        ids = tf.argmax(out['probabilities'], axis=1, output_type=tf.int32)
+        return dict(
+            out,
+            class_ids=ids,
+            classes=tf.gather(module.class_names, ids),
+            class_names=tf.identity(module.class_names),
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images')])
     def serve_encoded(images):
@@ -196,11 +236,11 @@ def serving_module(ema_model, shape, names):
         return outputs(images)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name='images')])
-    def model_range_probabilities(images):  # images already in [-1, 1], as libml's own pipelines feed them
-        return model_probabilities(module.model, images, len(names))
+    def model_range_outputs(images):  # images already in [-1, 1], as libml's own pipelines feed them
+        return model_outputs(module.model, images, len(names), rule)
 
     module.serve_encoded, module.serve_decoded = serve_encoded, serve_decoded
-    module.model_range_probabilities = model_range_probabilities
+    module.model_range_outputs = model_range_outputs
     return module, {SERVING: serve_encoded.get_concrete_function(), DECODED: serve_decoded.get_concrete_function()}
 
 
@@ -231,7 +271,9 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
     names, notice = class_names(args, nclass, class_mapping, root)
     if notice:
         log(notice)
-    module, signatures = serving_module(restore_ema_model(prefix, config, shape, nclass), shape, names)
+    heads = heads_from_checkpoint(shapes)
+    ema_model = restore_ema_model(prefix, config, shape, nclass, heads)
+    module, signatures = serving_module(ema_model, shape, names, outlier_rule(heads))
     images_seen = int(reader.get_tensor(_IMAGES_SEEN)) if _IMAGES_SEEN in shapes else None
     info = dict(
         checkpoint=os.path.abspath(prefix),
@@ -239,6 +281,7 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
         **config,
         image_shape=list(shape),
         class_names=names,
+        outlier_score=outlier_rule(heads),
         signatures=[SERVING, DECODED],
     )
     _save_atomically(module, signatures, out, overwrite, info)
@@ -279,11 +322,12 @@ def is_saved_model(path):
 
 
 class Served:
-    """An exported model loaded back: `class_names` (list of K str), `shape` (H, W, C) and two predictors.
+    """An exported model loaded back: `class_names` (list of K str), `shape` (H, W, C) and three predictors.
 
     `served(images)`: float [N, H, W, C] in [0, 1] (numpy or tensor) -> numpy float32 [N, K].
-    `served.model_range(images)`: the same for images already scaled to [-1, 1] (what
-        `libml.serve.inference.predict_files` feeds its `probabilities` callable).
+    `served.model_range(images)`: images already scaled to [-1, 1] -> {'probabilities': numpy [N, K],
+        'outlier_score': numpy [N] for a model with open-set heads} (what
+        `libml.serve.inference.predict_files` feeds its `predict` callable).
     `served.encoded(blobs)`: list of N encoded images (bytes, any size) -> numpy float32 [N, K],
         decoded and resized by the export's own graph.
     """
@@ -307,7 +351,7 @@ class Served:
         return self._decoded(images=images)['probabilities'].numpy()
 
     def model_range(self, images):
-        return self._loaded.model_range_probabilities(tf.cast(images, tf.float32)).numpy()
+        return {k: v.numpy() for k, v in self._loaded.model_range_outputs(tf.cast(images, tf.float32)).items()}
 
     def encoded(self, blobs):
         try:

@@ -2,7 +2,8 @@
 
 Writes `<dataset>_pred.npy` (predicted class ids, sorted path order) and `<dataset>_pred.csv`
 (path, class name, confidence), and prints the accuracy when the true classes can be read from
-folder or file names.
+folder or file names. A model with open-set heads (OpenMatch, IOMatch) also gives each image's
+outlier score: an `outlier_score` column in the CSV and `<dataset>_pred_outlier.npy`.
 """
 
 import csv
@@ -20,31 +21,41 @@ import numpy as np
 import tensorflow as tf
 
 
-def predict_files(probabilities, files, shape, batch):
-    """Probabilities [N, K] of image `files`, loaded at the model's `shape` (H, W, C).
+def predict_files(predict, files, shape, batch):
+    """{'probabilities': [N, K], and 'outlier_score': [N] if `predict` gives it} of image `files`.
 
-    probabilities: images [n, H, W, C] in [-1, 1] -> probabilities [n, K].
+    Images are loaded at the model's `shape` (H, W, C); predict: images [n, H, W, C] in [-1, 1] ->
+    {'probabilities': [n, K], ...} (tensors or numpy).
     """
     height, _, channels = shape
-    out = []
+    out = {}
     for i in progress.bar(range(0, len(files), batch), desc='inference', unit='batch'):
         pixels = np.stack([image_files.load_image(f, size=height, channels=channels) for f in files[i : i + batch]])
-        out.append(np.asarray(probabilities(to_model_range(tf.image.convert_image_dtype(pixels, tf.float32)))))
-    return np.concatenate(out)
+        for key, value in predict(to_model_range(tf.image.convert_image_dtype(pixels, tf.float32))).items():
+            out.setdefault(key, []).append(np.asarray(value))
+    return {key: np.concatenate(values) for key, values in out.items()}
 
 
-def write_predictions(out_stem, files, probs, class_names, overwrite):
-    """`<out_stem>.npy` (class ids [N]) and `<out_stem>.csv` (path, class, confidence), atomically."""
+def write_predictions(out_stem, files, probs, class_names, overwrite, scores=None):
+    """`<out_stem>.npy` (class ids [N]) and `<out_stem>.csv` (path, class, confidence), atomically.
+
+    scores: outlier scores [N] or None; when given, also `<out_stem>_outlier.npy` and an
+    `outlier_score` column.
+    """
     predicted = probs.argmax(1)
     os.makedirs(os.path.dirname(out_stem) or '.', exist_ok=True)
-    with atomic_output(out_stem + '.npy', overwrite) as tmp, open(tmp, 'wb') as f:
-        np.save(f, predicted)
+    arrays = {'.npy': predicted} if scores is None else {'.npy': predicted, '_outlier.npy': scores}
+    for suffix, array in arrays.items():
+        with atomic_output(out_stem + suffix, overwrite) as tmp, open(tmp, 'wb') as f:
+            np.save(f, array)
+    extra = [] if scores is None else [scores]
     with atomic_output(out_stem + '.csv', overwrite) as tmp, open(tmp, 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['path', 'class', 'confidence'])
-        for file, c, p in zip(files, predicted, probs.max(1)):
-            writer.writerow([file, class_names[c], f'{p:.6f}'])
-    print(f'Wrote {out_stem}.npy and {out_stem}.csv ({len(files)} images)')
+        writer.writerow(['path', 'class', 'confidence'] + ['outlier_score'] * len(extra))
+        for file, c, p, *score in zip(files, predicted, probs.max(1), *extra):
+            writer.writerow([file, class_names[c], f'{p:.6f}'] + [f'{v:.6f}' for v in score])
+    written = ', '.join(out_stem + suffix for suffix in arrays)
+    print(f'Wrote {written} and {out_stem}.csv ({len(files)} images)')
 
 
 def folder_accuracy(files, folder, predicted, class_names):
@@ -61,13 +72,14 @@ def default_out(model_path):
     return os.path.join(run_folder.holding(os.path.dirname(os.path.abspath(model_path))), 'predictions')
 
 
-def infer(probabilities, shape, class_names, folder, out_stem, batch, overwrite):
-    """Predicts every image under `folder`; writes the predictions; returns the accuracy (%) or None."""
+def infer(predict, shape, class_names, folder, out_stem, batch, overwrite):
+    """Predicts every image under `folder` (`predict_files`), writes the predictions; returns the accuracy % or None."""
     files = image_files.list_images(folder)
     if not files:
         raise UserError(f'--inference_dir={folder}: no images found (png, jpg, jpeg, bmp, gif, webp)')
-    probs = predict_files(probabilities, files, shape, batch)
-    write_predictions(out_stem, files, probs, class_names, overwrite)
+    out = predict_files(predict, files, shape, batch)
+    probs = out['probabilities']
+    write_predictions(out_stem, files, probs, class_names, overwrite, out.get('outlier_score'))
     acc = folder_accuracy(files, folder, probs.argmax(1), class_names)
     if acc is None:
         print('Accuracy not computed: some file or folder names are not class names of this dataset')

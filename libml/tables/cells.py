@@ -120,6 +120,7 @@ class Runner:
                 key,
                 dict(
                     accuracy=result['accuracy'],
+                    aurocs=result['aurocs'],
                     last01=result['last01'],
                     curve=result['curve'],
                     mask=result['mask'],

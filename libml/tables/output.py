@@ -16,12 +16,27 @@ def markdown_table(header, rows):
     return '\n'.join(lines)
 
 
-def mean_std(values):
-    """'91.2 ± 0.4' over seeds (std with ddof=1; a single value has no ±)."""
+# Column titles of the outlier AUROCs a cell records (the median of its last 10 reports, `steps.train`), by set.
+AUROC_TITLES = {'unlabelled': 'outlier AUROC, unlabelled', 'test_unseen': 'outlier AUROC, test vs unseen'}
+
+
+def mean_std(values, digits=1):
+    """'91.2 ± 0.4' over seeds (std with ddof=1; a single value has no ±), `digits` decimals."""
     values = np.asarray(values, float)
     if values.size == 1:
-        return f'{values[0]:.1f}'
-    return f'{values.mean():.1f} ± {values.std(ddof=1):.1f}'
+        return f'{values[0]:.{digits}f}'
+    return f'{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}'
+
+
+def auroc_sets(results):
+    """The outlier sets (keys of AUROC_TITLES) some result of the table has an AUROC for."""
+    return [name for name in AUROC_TITLES if any(name in r.get('aurocs', {}) for r in results)]
+
+
+def auroc_cell(group, name):
+    """Mean ± std over the seeds that have it of the `name` AUROC, 3 decimals; '' when none has it."""
+    values = [r['aurocs'][name] for r in group if name in r.get('aurocs', {})]
+    return mean_std(values, 3) if values else ''
 
 
 def rows(results):
@@ -61,8 +76,9 @@ def mask_shares(group):
 
 def write_table(table, results, out_dir, quiet=False):
     """table_<name>.md/.csv (mean ± std over seeds, paired lead over Supervised, per-seed convergence,
-    per-seed mask share where the table shows it, CPU time) and its plots."""
+    per-seed mask share where the table shows it, outlier AUROCs where the cells have them, CPU time) and its plots."""
     masks = ['mask share, last 10 reports'] if table.show_mask else []
+    sets = auroc_sets(results)
     header = [
         'method',
         *table.columns,
@@ -71,11 +87,25 @@ def write_table(table, results, out_dir, quiet=False):
         'lead over Supervised, same seeds',
         'change over previous 10 reports',
         *masks,
+        *[AUROC_TITLES[name] for name in sets],
         'CPU time (min)',
     ]
     csv_masks = ['mask'] if table.show_mask else []
+    auroc_columns = [f'auroc_{name}' for name in sets]
     lines = []
-    csv_rows = [['method', *table.columns, 'seed', 'test accuracy (%)', 'change', *csv_masks, 'cpu_min', 'command']]
+    csv_rows = [
+        [
+            'method',
+            *table.columns,
+            'seed',
+            'test accuracy (%)',
+            'change',
+            *csv_masks,
+            *auroc_columns,
+            'cpu_min',
+            'command',
+        ]
+    ]
     for cell, group in rows(results):
         keys = [v for _, v in cell.keys]
         changes = ' / '.join(f'{r["change"]:+.1f}' for r in group)
@@ -89,6 +119,7 @@ def write_table(table, results, out_dir, quiet=False):
                 lead(group, results),
                 changes,
                 *([mask_shares(group)] if table.show_mask else []),
+                *[auroc_cell(group, name) for name in sets],
                 f'{cpu:.1f}',
             ]
         )
@@ -100,6 +131,7 @@ def write_table(table, results, out_dir, quiet=False):
                 f'{r["accuracy"]:.2f}',
                 f'{r["change"]:+.2f}',
                 *([mask_shares([r])] if table.show_mask else []),
+                *[f'{r["aurocs"][name]:.4f}' if name in r.get('aurocs', {}) else '' for name in sets],
                 f'{r["cpu_s"] / 60:.1f}',
                 r['command'],
             ]
@@ -171,19 +203,33 @@ def plot_curves(results, path, title):
 
 
 def plot_against(results, column, path, title):
-    """Accuracy (mean ± std over seeds) against `column` (e.g. mismatch '25%'), one line per method.
+    """Accuracy and the outlier AUROCs (mean ± std over seeds) against `column` (e.g. mismatch '25%').
 
-    Each method's points are shifted a little sideways so that error bars at one level do not hide
-    each other; a row of the column's value 'any' (the supervised baseline) is a band.
+    One panel per quantity (accuracy, then each AUROC some cell has), one line per method. Each
+    method's points are shifted a little sideways so that error bars at one level do not hide each
+    other; a row of the column's value 'any' (the supervised baseline) is a band.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    panels = [(lambda r: r['accuracy'], 'test accuracy (%)')]
+    panels += [(lambda r, n=name: r.get('aurocs', {}).get(n), AUROC_TITLES[name]) for name in auroc_sets(results)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    for ax, (value, label) in zip(axes[0], panels):
+        _plot_panel(ax, results, column, value, label)
+    fig.suptitle(textwrap.fill(title, 60 * len(panels)), fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_panel(ax, results, column, value, label):
+    """One quantity `value(result)` (None where a cell lacks it) against `column`, on the axes `ax`."""
     methods = {}
     for cell, group in rows(results):
         x = dict(cell.keys)[column]  # '25%', or 'any' for a row that does not depend on the column
         x = x if x == 'any' else float(str(x).rstrip('%'))
-        acc = [r['accuracy'] for r in group]
-        methods.setdefault(cell.method, []).append((x, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
+        found = [value(r) for r in group if value(r) is not None]
+        if found:
+            spread = np.std(found, ddof=1) if len(found) > 1 else 0.0
+            methods.setdefault(cell.method, []).append((x, np.mean(found), spread))
     baselines = {m: p[0] for m, p in methods.items() if len(p) == 1 and p[0][0] == 'any'}  # not on the column
     for method, (_, mean, std) in baselines.items():
         ax.axhline(mean, linestyle='--', color='grey', label=f'{method} (labelled only)')
@@ -196,12 +242,9 @@ def plot_against(results, column, path, title):
         xs = [p[0] + (i - (len(lines) - 1) / 2) * dodge for p in points]
         ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker='o', capsize=4, label=method)
     ax.set_xticks(levels)
-    ax.set(xlabel=f'{column} (%)', ylabel='test accuracy (%)')
-    ax.set_title(textwrap.fill(title, 60), fontsize=10)
+    ax.set(xlabel=f'{column} (%)', ylabel=label)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    _save(fig, path)
+    ax.legend(fontsize=8)
 
 
 def _save(fig, path):

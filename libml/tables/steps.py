@@ -16,8 +16,10 @@ import time
 from libml import algorithm, cli, config
 from libml.data.names import data_dir
 from libml.errors import UserError
+from libml.report.evaluation import OUTLIER_SETS
 from libml.report.events import read_scalars, training_cpu_seconds, training_seconds
 from libml.report.metrics import median_of_last
+from libml.report.reporter import OUTLIER_PREFIX
 from libml.train import run_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,6 +107,7 @@ def train(method, flags, log=None, quiet=True):
     """Trains `method` with `flags` unless its run is complete; returns its outcome.
 
     Returns dict(run_dir, accuracy (median test accuracy of the last 10 reports), last01,
+    aurocs ({set: median outlier AUROC of the last 10 reports} of the sets the run reports),
     curve [(images, accuracy)], mask (mean of `monitors/mask` over the last 10 reports: the share
     or mean weight of the unlabelled rows trained on; None for methods that do not log it), wall_s
     (this call), train_s (from the events: each session's first to last event, so it stays right
@@ -125,9 +128,11 @@ def train(method, flags, log=None, quiet=True):
         raise UserError(f'{run_dir} has no accuracy_test reports')
     stats = median_of_last([v for _, v in curve])
     mask = [v for _, v in read_scalars(run_folder.ckpt_dir(run_dir), 'monitors/mask')][-10:]
+    aurocs = {name: read_scalars(run_folder.ckpt_dir(run_dir), OUTLIER_PREFIX + name) for name in OUTLIER_SETS}
     return dict(
         run_dir=run_dir,
         accuracy=stats['last10'],
+        aurocs={name: median_of_last([v for _, v in found])['last10'] for name, found in aurocs.items() if found},
         last01=stats['last01'],
         curve=curve,
         mask=sum(mask) / len(mask) if mask else None,

@@ -69,6 +69,7 @@ class Trainer:
         tf.random.set_seed(config.seed)
         np.random.seed(config.seed)
         self.algorithm = algorithm(config, dataset.nclass)
+        self.heads = self.algorithm.heads
         with self.strategy.scope():
             self.model = self.create_model()
             self.ema_model = self.create_model()
@@ -85,9 +86,10 @@ class Trainer:
             saved['algorithm_state'] = self.state
         self.checkpoint = tf.train.Checkpoint(**saved)
         self.seed = tf.constant(config.seed, tf.int64)
+        self._ema_outputs = tf.function(lambda x: self.ema_model.outputs(x, training=False), reduce_retracing=True)
 
     def create_model(self, nclass=None):
-        """A new classifier of the run's architecture (`nclass` classes, default the dataset's)."""
+        """A new classifier of the run's architecture and heads for `nclass` classes (default: the data's)."""
         c = self.config
         return models.create_model(
             c.arch,
@@ -98,11 +100,28 @@ class Trainer:
             scales=c.scales,
             bn_momentum=c.bn_momentum,
             compute_dtype=self.compute_dtype,
+            heads=self.heads,
         )
 
     def sync_ema(self):
         """Gives the EMA model the raw model's batch-norm moving statistics (before use or saving)."""
         models.copy_moving_statistics(self.model, self.ema_model)
+
+    def unlabelled_outputs(self):
+        """The EMA model's `outputs` (evaluation mode) on every training-unlabelled image, plain, in index order."""
+        parts = {}
+        for x, _ in self.dataset.eval_unlabelled(self.config.eval_batch):
+            for key, value in self._ema_outputs(x).items():
+                parts.setdefault(key, []).append(value)
+        return {key: tf.concat(values, 0) for key, values in parts.items()}
+
+    def refresh(self, before, after):
+        """The algorithm's `refresh` of its state, when due after a step from image `before` to `after`."""
+        if not self.algorithm.refreshes(before, after):
+            return
+        self.sync_ema()
+        for name, value in self.algorithm.refresh(after, self.unlabelled_outputs(), self.state).items():
+            self.state[name].assign(tf.cast(value, self.state[name].dtype))
 
     def restore(self, path, what='model'):
         """Restores a training checkpoint and syncs the EMA statistics (checkpoints.restore's errors)."""
@@ -221,6 +240,8 @@ class Trainer:
         step = self.compiled_step([s.element_spec for s in streams])
         images = start
         with self.dataset.pipeline_errors():  # a defective record met by a stream: one line naming its file
+            if not start:
+                self.refresh(-1, 0)
             while images < self.config.total_images:
                 images = self._period(step, streams, images, reporter, save)
 
@@ -253,6 +274,7 @@ class Trainer:
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             done += self.config.batch
+            self.refresh(done - self.config.batch, done)
             if count % 16 == 0 or done >= target:
                 means = _means(sums, count)
                 if not math.isfinite(means['overall']):

@@ -127,11 +127,13 @@ def infer(config, algorithm):
     trainer = make_trainer(config, algorithm)
     path = checkpoints.normalise(config.inference_ckpt)
     trainer.restore(path, 'model')
-    probabilities = evaluation.Predictor(config.xla).function(trainer.ema_model)
+    predict = evaluation.Predictor(config.xla, algorithm.outlier_score).function(trainer.ema_model)
+    if not trainer.heads:  # the outlier score is an output of models with open-set heads only
+        predict = lambda x, predict=predict: {'probabilities': predict(x)['probabilities']}
     out = config.inference_out or inference.default_out(path)
     stem = os.path.join(out, f'{trainer.dataset.name}_pred')
     return inference.infer(
-        probabilities,
+        predict,
         trainer.dataset.shape,
         trainer.dataset.class_names,
         config.inference_dir,
