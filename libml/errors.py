@@ -4,6 +4,8 @@ import functools
 import re
 import sys
 
+from libml import signals
+
 
 class UserError(Exception):
     """Bad input from the user. Scripts print its message on one line and exit 1."""
@@ -13,11 +15,15 @@ def cli_main(main):
     """Wraps an absl `main(argv)` so a `UserError` prints `error: <message>` and exits 1.
 
     Also turns the common operating-system failures (missing file, no permission, full disk)
-    into the same one-line form instead of a traceback.
+    into the same one-line form instead of a traceback. SIGTERM and SIGHUP stop the command
+    like Ctrl-C (its temporary files are removed): `error: stopped by SIGTERM`, exit 128 + the
+    signal number. File names that are not UTF-8 are printed with backslash escapes.
     """
 
     @functools.wraps(main)
     def wrapped(argv):
+        signals.install()
+        sys.stdout.reconfigure(errors='backslashreplace')
         try:
             return main(argv)
         except UserError as e:
@@ -28,15 +34,16 @@ def cli_main(main):
             if e.errno is not None and e.strerror:
                 _die(f'{e.strerror}' + (f': {e.filename}' if e.filename else ''))
             raise
-        except KeyboardInterrupt:
-            _die('interrupted')
+        except (KeyboardInterrupt, signals.Stopped) as e:
+            signum = signals.signal_of(e)
+            _die(f'stopped by {signals.name(signum)}', 128 + signum)
 
     return wrapped
 
 
-def _die(message):
+def _die(message, code=1):
     print(f'error: {message}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def first_line(error):

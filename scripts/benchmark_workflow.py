@@ -30,12 +30,12 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 
+from libml import signals
 from libml.data.synthetic import synthetic_images
 from libml.errors import UserError, cli_main
 from libml.files import check_writable, write_json
@@ -135,7 +135,8 @@ def run_child(args, env):
         command = [sys.executable, '-c', _PEAK_RSS, peak, sys.executable] + [str(a) for a in args]
         with open(out, 'w') as stdout, open(err, 'w') as stderr:
             start = time.perf_counter()
-            code = subprocess.run(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr).returncode
+            with signals.child(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr) as proc:
+                code = proc.wait()
             seconds = time.perf_counter() - start
         with open(out) as f:
             output = f.read()

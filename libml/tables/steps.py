@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from libml import algorithm, cli, config
+from libml import algorithm, cli, config, signals
 from libml.data.names import data_dir
 from libml.errors import UserError
 from libml.report.evaluation import OUTLIER_SETS
@@ -52,18 +52,18 @@ def run(args, log=None, quiet=False):
 
     The command is printed first; its output streams to the terminal unless `quiet`, and is
     appended to `log` when given. A failure raises UserError with the command's last error line.
+    Stopping this process (Ctrl-C, kill) stops the command with the same signal (`signals.child`).
     """
     print(f'$ python {command_line(args)}', flush=True)
-    proc = subprocess.Popen(
-        [sys.executable] + [str(a) for a in args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    command = [sys.executable] + [str(a) for a in args]
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if not quiet:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    proc.wait()
+    with signals.child(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if not quiet:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        proc.wait()
     if log:
         with open(log, 'a') as f:
             f.write(f'$ python {command_line(args)}\n{"".join(lines)}\n')

@@ -4,9 +4,12 @@ These are what the entry scripts call after parsing their flags, and what tests 
 benchmark call in-process.
 """
 
+import contextlib
 import os
+import shutil
 
 from libml import config as config_lib
+from libml import signals
 from libml.data.streams import DEFAULT_CACHE_MB
 from libml.errors import UserError
 from libml.report import evaluation
@@ -30,27 +33,21 @@ def pinned_cache(config, run_dir):
 
 
 def train(config, algorithm, strategy=None):
-    """Trains (resuming from the run dir's newest readable checkpoint); returns the `Trainer`."""
+    """Trains (resuming from the run dir's newest readable checkpoint); returns the `Trainer`.
+
+    A run refused or failing before it trains (an unreadable --load_checkpoint) leaves no new
+    folder behind; once it trains, run.json records how it
+    ended: done, failed (with the error) or stopped (by which signal).
+    """
     run_dir = config_lib.run_dir(config, algorithm)
     config = pinned_cache(config, run_dir)
     trainer = make_trainer(config, algorithm, strategy)
+    chief_dir = run_dir if trainer.chief else None
+    created = _first_missing(run_dir) if trainer.chief else None
     lock = run_folder.Lock(run_dir) if trainer.chief else None
     try:
-        trained = run_folder.trained_length(run_dir) if trainer.chief else None  # before write_args replaces it
-        if trainer.chief:
-            os.makedirs(run_folder.ckpt_dir(run_dir), exist_ok=True)
-            run_folder.write_args(run_dir, config)
-        start = run_folder.resume(trainer, run_dir)
-        if start and trained not in (None, config.train_kimg):
-            print(
-                f'warning: {run_dir} was trained for --train_kimg={trained}, now {config.train_kimg}: '
-                'length-dependent schedules (learning-rate decay, warm-up ramps, TSA) change from here; '
-                'delete the folder to train the new length from the start',
-                flush=True,
-            )
-        if not start and config.load_checkpoint:
-            run_folder.fine_tune(trainer, config.load_checkpoint)
-        start = replicas.common_start(trainer.strategy, trainer.images_seen, config.train_dir)
+        with _removed_on_failure(created, run_dir):
+            start = _start(trainer, run_dir)
         if start >= config.total_images:
             if trainer.chief:
                 print(f'{run_dir}: already trained ({start >> 10} kimg); nothing to do', flush=True)
@@ -59,34 +56,101 @@ def train(config, algorithm, strategy=None):
         if trainer.chief:
             _print_header(trainer, algorithm, start, run_dir)
             run_folder.write_status(run_dir, status='training', pid=os.getpid(), cache_mb=config.cache_mb)
-        reporter = Reporter(trainer, run_dir) if trainer.chief else None
-
-        def save(images):
-            directory = replicas.save_dir(trainer.strategy, run_folder.ckpt_dir(run_dir))
-            checkpoints.save(trainer.checkpoint, directory, images, config.keep_ckpt)
-            replicas.discard(trainer.strategy, directory)
-
-        try:
-            trainer.train(start, reporter, save)
-        except loop.NonFiniteLoss as e:
-            found = checkpoints.list_checkpoints(run_folder.ckpt_dir(run_dir))
-            last = found[-1][1] if found else 'none (nothing was saved yet)'
+        with _status_on_exit(chief_dir):
+            _train_from(trainer, start, run_dir)
             if trainer.chief:
-                run_folder.write_status(run_dir, status='failed: NaN/Inf loss')
-            raise UserError(
-                f'the training loss became NaN/Inf near image {e.args[0]}: stopped. The last good '
-                f'checkpoint is {last}. Lower --lr (now {config.lr}) or check the data and the '
-                "algorithm's settings."
-            ) from None
-        finally:
-            if reporter:
-                reporter.close()
-        if trainer.chief:
-            run_folder.write_status(run_dir, status='done', images=int(trainer.images_seen.numpy()))
+                run_folder.write_status(run_dir, status='done', images=int(trainer.images_seen.numpy()))
         return trainer
     finally:
         if lock:
             lock.release()
+
+
+def _start(trainer, run_dir):
+    """Writes the run's settings, resumes or fine-tunes; returns the image to start from."""
+    config = trainer.config
+    trained = run_folder.trained_length(run_dir) if trainer.chief else None  # before write_args replaces it
+    if trainer.chief:
+        os.makedirs(run_folder.ckpt_dir(run_dir), exist_ok=True)
+        run_folder.write_args(run_dir, config)
+    start = run_folder.resume(trainer, run_dir)
+    if start and trained not in (None, config.train_kimg):
+        print(
+            f'warning: {run_dir} was trained for --train_kimg={trained}, now {config.train_kimg}: '
+            'length-dependent schedules (learning-rate decay, warm-up ramps, TSA) change from here; '
+            'delete the folder to train the new length from the start',
+            flush=True,
+        )
+    if not start and config.load_checkpoint:
+        run_folder.fine_tune(trainer, config.load_checkpoint)
+    return replicas.common_start(trainer.strategy, trainer.images_seen, config.train_dir)
+
+
+def _train_from(trainer, start, run_dir):
+    """Trains from image `start` to the end, saving and reporting (the chief); NaN/Inf is a UserError."""
+    config = trainer.config
+    reporter = Reporter(trainer, run_dir) if trainer.chief else None
+
+    def save(images):
+        directory = replicas.save_dir(trainer.strategy, run_folder.ckpt_dir(run_dir))
+        checkpoints.save(trainer.checkpoint, directory, images, config.keep_ckpt)
+        replicas.discard(trainer.strategy, directory)
+
+    try:
+        trainer.train(start, reporter, save)
+    except loop.NonFiniteLoss as e:
+        found = checkpoints.list_checkpoints(run_folder.ckpt_dir(run_dir))
+        last = found[-1][1] if found else 'none (nothing was saved yet)'
+        raise UserError(
+            f'the training loss became NaN/Inf near image {e.args[0]}: stopped. The last good '
+            f'checkpoint is {last}. Lower --lr (now {config.lr}) or check the data and the '
+            "algorithm's settings."
+        ) from None
+    finally:
+        if reporter:
+            reporter.close()
+
+
+def _first_missing(path):
+    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
+    missing = None
+    while path and not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+@contextlib.contextmanager
+def _removed_on_failure(created, run_dir):
+    """Removes `run_dir` and the empty folders up to `created` (made for it) when the block fails."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            folder = os.path.dirname(run_dir)
+            while len(folder) >= len(created) and _removed_if_empty(folder):
+                folder = os.path.dirname(folder)
+        raise
+
+
+def _removed_if_empty(folder):
+    try:
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _status_on_exit(run_dir):
+    """Records in `run_dir`/run.json how the block ended when it ends by an exception or a signal."""
+    try:
+        yield
+    except BaseException as e:
+        if run_dir:
+            with signals.held():
+                run_folder.write_status(run_dir, status=signals.outcome(e))
+        raise
 
 
 def _print_header(trainer, algorithm, start, run_dir):
