@@ -1,16 +1,20 @@
 """Safe file outputs: written to a temporary file beside them, renamed onto them only on success; JSON too.
 
-A full disk or an unwritable folder is a one-line UserError naming the output, and the temporary
-files a killed writer left are removed by the next writer of the same output.
+A full disk or an unwritable folder is a one-line UserError naming the output; one process at a
+time writes an output, and the temporary files a killed writer left are removed by the next
+writer in the same folder.
 """
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
+import threading
 
 from libml.errors import UserError
 
@@ -24,25 +28,26 @@ def check_writable(path, overwrite):
 
 
 # --------------------------------------------------------------------------- temporary files
-# A temporary file of `dir/name` is `dir/.name.<host>.<pid>.<random>.tmp`: hidden, beside its
-# output (so the final rename stays on one file system), and named after the process writing it,
-# so a later writer of the same output can tell a dead writer's leftover (removed) from a live
-# one's (kept).
+# A temporary file (or folder) of `dir/name` is `dir/.name.<host>.<pid>.<random>.tmp`: hidden, beside
+# its output (so the final rename stays on one file system), and named after the process writing it.
+# That name makes two rules possible. Exclusive writer: a process refuses to write an output that
+# a live process of this machine is writing (its temporary file exists). Cleaning: the next writer
+# in a folder removes every temporary file there whose writer of this machine no longer runs
+# (killed by -9, a power cut), whatever output it was for; files of other machines are left alone.
+
+_TEMP = re.compile(r'^\.(?P<base>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$')
 
 
 def _host():
     return re.sub(r'[^A-Za-z0-9_-]', '_', socket.gethostname()) or 'host'
 
 
-def _temp_owner(name, base):
-    """(host, pid) of the writer of temporary file `name` of output `base`, or None when not one."""
-    prefix = '.' + base + '.'
-    if not (name.startswith(prefix) and name.endswith('.tmp')):
+def _temp_owner(name):
+    """(output base name, pid) of the temporary file `name` written by a process of this machine, or None."""
+    match = _TEMP.match(name)
+    if not match or match['host'] != _host():
         return None
-    parts = name[len(prefix) : -len('.tmp')].split('.')
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1])
+    return match['base'], int(match['pid'])
 
 
 def _alive(pid):
@@ -60,68 +65,135 @@ def _alive(pid):
         return True
 
 
-def remove_stale_temps(path):
-    """Removes the temporary files of `path` left by writers of this machine that no longer run.
+def remove_stale_temps(directory):
+    """Removes the temporary files and folders in `directory` whose writer of this machine no longer runs.
 
-    A live writer's file (another run writing the same output right now) is never touched; nor
-    are files of other machines sharing the folder. Returns the removed paths.
+    A live writer's file is never touched; nor are files of other machines sharing the folder.
+    Returns the removed paths.
     """
-    directory, base = os.path.split(os.path.abspath(path))
     try:
         names = os.listdir(directory)
     except OSError:
         return []
     removed = []
     for name in names:
-        owner = _temp_owner(name, base)
-        if owner is None or owner[0] != _host() or owner[1] == os.getpid() or _alive(owner[1]):
+        owner = _temp_owner(name)
+        if owner is None or owner[1] == os.getpid() or _alive(owner[1]):
             continue
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(directory, name))
-            removed.append(os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        _remove(path)
+        removed.append(path)
     if removed:
-        logging.info('removed %d temporary file(s) of %s left by interrupted runs', len(removed), path)
+        logging.info('removed %d temporary file(s) in %s left by interrupted runs', len(removed), directory)
     return removed
 
 
-def _new_temp_file(path):
-    """Creates an empty temporary file beside `path` (see above) with ordinary (umask) permissions.
+def _refuse_other_writer(path, names):
+    """UserError when a live process of this machine writes `path` now (one of `names` is its temporary file)."""
+    for name in names:
+        owner = _temp_owner(name)
+        if owner and owner[0] == os.path.basename(path) and owner[1] != os.getpid() and _alive(owner[1]):
+            raise UserError(
+                f'{path} is being written by pid {owner[1]} now: wait for it to finish (or stop it), then run again'
+            )
 
-    Removes the stale ones of `path` first. UserError naming the folder when it cannot be written.
+
+_held_folders = set()  # folders this process holds the lock of (folder_lock)
+_folders_guard = threading.RLock()
+
+
+def _lock_folder(directory):
+    """An open descriptor of `directory` holding its exclusive flock; None where the system cannot lock it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def folder_lock(directory):
+    """Holds an exclusive lock on the folder `directory` (flock on the folder itself) for the block.
+
+    Re-entrant within a process; other processes wait. Where the file system cannot lock a folder,
+    the block runs unlocked.
     """
+    directory = os.path.realpath(directory)
+    with _folders_guard:
+        if directory in _held_folders:
+            yield
+            return
+        fd = _lock_folder(directory)
+        _held_folders.add(directory)
+        try:
+            yield
+        finally:
+            _held_folders.discard(directory)
+            if fd is not None:
+                os.close(fd)  # and with it the lock
+
+
+def _output_folder(path):
+    """The folder of output `path`, created if needed; UserError naming it when it cannot be."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         what = 'is a file, not a folder' if os.path.isfile(directory) else f'cannot be created ({_reason(e)})'
         raise UserError(f'cannot write {path}: {directory} {what}; choose another output location') from None
-    remove_stale_temps(path)
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f'.{os.path.basename(path)}.{_host()}.{os.getpid()}.', suffix='.tmp', dir=directory
-        )
-    except OSError as e:
-        raise UserError(_failure_message(e, [path], full=e.errno in _DISK_FULL)) from None
-    os.close(fd)
+    return directory
+
+
+def _new_temp(path, folder=False):
+    """Creates an empty temporary file (or folder) beside `path` with ordinary (umask) permissions.
+
+    Under the folder's lock: removes the stale temporary files there, refuses when another live
+    process writes `path`, then creates this one. UserError naming the folder when it cannot be written.
+    """
+    directory = _output_folder(path)
+    with folder_lock(directory):
+        remove_stale_temps(directory)
+        _refuse_other_writer(path, os.listdir(directory))
+        prefix = f'.{os.path.basename(path)}.{_host()}.{os.getpid()}.'
+        try:
+            if folder:
+                tmp = tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=directory)
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=directory)
+                os.close(fd)
+        except OSError as e:
+            raise UserError(_failure_message(e, [path], full=e.errno in _DISK_FULL)) from None
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)
     return tmp
 
 
-@contextlib.contextmanager
-def temporary_file(beside):
-    """Yields the path of a scratch file next to `beside`, removed on exit (even on failure).
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
-    Named like an output's temporary file, so a killed run's scratch file is removed by the next
-    run writing `beside`.
+
+@contextlib.contextmanager
+def temporary_file(beside, folder=False):
+    """Yields the path of a scratch file (or folder) next to `beside`, removed on exit (even on failure).
+
+    Named like an output's temporary file: a killed run's scratch file is removed by the next
+    writer in that folder, and another process cannot write `beside` meanwhile.
     """
-    tmp = _new_temp_file(beside)
+    tmp = _new_temp(beside, folder)
     try:
         yield tmp
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        _remove(tmp)
 
 
 # --------------------------------------------------------------------------- write failures
@@ -203,8 +275,6 @@ def atomic_outputs(paths, overwrite=False):
     Every path is checked before anything is written; the renames happen only after the
     whole block succeeded.
     """
-    for path in paths:
-        remove_stale_temps(path)
     for path in paths:
         check_writable(path, overwrite)
     with contextlib.ExitStack() as stack:

@@ -77,9 +77,9 @@ def check_flags():
     for name in ('aug_dataset', 'aug_copy', 'augment'):
         if FLAGS[name].value is None:
             raise UserError(f'--{name} is required (see --help)')
-    if FLAGS.augment == 'none':
-        raise UserError('--augment=none would write identical copies: choose cifar10, svhn, stl10, color or cutout')
-    augment_lib.get(FLAGS.augment)
+    if FLAGS.augment not in augment_lib.AUGMENTATIONS or FLAGS.augment == 'none':
+        what = 'would write identical copies' if FLAGS.augment == 'none' else 'is not an augmentation'
+        raise UserError(f'--augment={FLAGS.augment} {what}: choose cifar10, svhn, stl10, color or cutout')
     if FLAGS.aug_copy < 1:
         raise UserError(f'--aug_copy={FLAGS.aug_copy}: must be at least 1')
     if FLAGS.copy_buffer < 1:
@@ -180,12 +180,12 @@ def main(argv):
     shared = shared_copies(shared)
     seed = source.seed if FLAGS.seed is None else FLAGS.seed
     shape = first_image_shape(unlabel_src)
-    print(
-        f'{unlabel_out}: {valid} validation records, then {FLAGS.aug_copy} x {count} augmented '
-        f'({FLAGS.augment}) images, {FLAGS.workers or os.cpu_count() or 1} worker thread(s)'
-    )
     outputs = [label_out, unlabel_out, map_out] + [target for _, target in shared]
     with atomic_outputs(outputs, FLAGS.overwrite) as tmps:
+        print(
+            f'{unlabel_out}: {valid} validation records, then {FLAGS.aug_copy} x {count} augmented '
+            f'({FLAGS.augment}) images, {FLAGS.workers or os.cpu_count() or 1} worker thread(s)'
+        )
         shutil.copyfile(label_src, tmps[0])
         counts = write_unlabel(tmps[1], unlabel_out, unlabel_src, valid, start, count, shape, seed)
         splits.write_map(

@@ -22,14 +22,14 @@ def test_create_split_command(ml_data):
     train = write_train(ml_data, labels)
     prefix = ml_data / 'SSL' / 'tiny'
     label_file, unlabel_file, map_file = datanames.split_paths('tiny.1@50', str(ml_data))
-    os.makedirs(prefix.parent)  # leftovers of killed runs: the outputs' own go, another file's stays
-    stale = [temp_name(label_file, dead_pid()), temp_name(unlabel_file, dead_pid())]
-    other = temp_name(str(prefix.parent / 'unrelated.tfrecord'), dead_pid())
-    for path in stale + [other]:
+    os.makedirs(prefix.parent)  # leftovers of killed runs go, whatever their output; a live writer's stays
+    stale = [temp_name(label_file, dead_pid()), temp_name(str(prefix.parent / 'unrelated.tfrecord'), dead_pid())]
+    live = temp_name(str(prefix.parent / 'unrelated.tfrecord'), os.getpid())
+    for path in stale + [live]:
         pathlib.Path(path).touch()
     run_cli(['scripts/create_split.py', '--seed=1', '--label_split_size=50', prefix, train], ml_data)
-    assert temp_files(ml_data) == [os.path.relpath(other, ml_data)]
-    os.remove(other)
+    assert temp_files(ml_data) == [os.path.relpath(live, ml_data)]
+    os.remove(live)
     expected = splits.make_split(labels, 50, 1)
     images, got = records(label_file)
     assert np.bincount(got).tolist() == [5] * NCLASS

@@ -113,7 +113,7 @@ def test_a_killed_make_aug_copy_leaves_temporary_files_that_the_next_run_removes
     left = temp_files(ml_data)
     assert left and all(f'.{proc.pid}.' in name for name in left), left
     assert not os.path.exists(datanames.split_paths('tiny_aug60.1@50', str(ml_data))[1])
-    live = temp_name(datanames.split_paths('tiny_aug60.1@50', str(ml_data))[1], os.getpid())  # a live writer's
+    live = temp_name(datanames.split_paths('tiny_aug2.1@50', str(ml_data))[1], os.getpid())  # another output's writer
     pathlib.Path(live).touch()
     run_cli(command[1:], ml_data)
     assert temp_files(ml_data) == [os.path.relpath(live, ml_data)]

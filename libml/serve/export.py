@@ -21,14 +21,12 @@ The preprocessing inside the graph is `libml.serve.preprocess` (Pillow's, bit fo
 import json
 import os
 import re
-import shutil
-import tempfile
 
 from libml import models, openset
 from libml.data.names import class_mapping_path, data_dir, load_class_names, parse_dataset_name, test_path
 from libml.data.records import first_image_shape
 from libml.errors import UserError, first_line
-from libml.files import check_writable
+from libml.files import check_writable, temporary_file
 from libml.serve.preprocess import preprocess
 from libml.train import checkpoints, run_folder
 
@@ -289,28 +287,17 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
 
 
 def _save_atomically(module, signatures, out, overwrite, info):
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.', suffix='.tmp', dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the export from a serving user
-    old = None
-    try:
+    with temporary_file(out, folder=True) as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures)
         os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
         with open(os.path.join(tmp, 'assets.extra', 'export.json'), 'w') as f:
             json.dump(info, f, indent=2)
             f.write('\n')
         check_writable(out, overwrite)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.', suffix='.old', dir=parent)
-            os.replace(out, os.path.join(old, 'export'))
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, old):
-            if leftover and os.path.exists(leftover):
-                shutil.rmtree(leftover)
+        with temporary_file(out, folder=True) as old:
+            if os.path.exists(out):
+                os.replace(out, os.path.join(old, 'export'))
+            os.replace(tmp, out)
 
 
 # --------------------------------------------------------------------------- loading

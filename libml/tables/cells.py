@@ -6,13 +6,12 @@ median minus the median of the 10 reports before.
 """
 
 import dataclasses
-import fcntl
 import json
 import os
 import resource
 
 from libml import algorithm
-from libml.files import atomic_output
+from libml.files import atomic_output, folder_lock
 from libml.report.metrics import median_of_tail
 from libml.tables import steps
 from libml.train import run_folder
@@ -69,14 +68,10 @@ class Runner:
 
     def _record(self, key, record):
         """Adds one finished cell to cells.json, merged under a lock with what other runners wrote meanwhile."""
-        fd = os.open(self.out_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with folder_lock(self.out_dir):
             self.done = dict(self._load(), **{key: record})
             with atomic_output(self.store, overwrite=True) as tmp, open(tmp, 'w') as f:
                 json.dump(self.done, f, indent=1, sort_keys=True)
-        finally:
-            os.close(fd)  # releases the lock
 
     def cell(self, method, keys, dataset, kimg, schedule):
         """A Cell with the runner's schedule rules: --quick, --train_kimg, baselines trained twice as long."""
