@@ -5,7 +5,7 @@ import os
 from libml import algorithm
 from libml.config import Setting
 from libml.data.dataset import DataSet
-from libml.data.names import class_mapping_path, data_dir, parse_dataset_name
+from libml.data.names import data_dir, mapping_file, parse_dataset_name
 from libml.errors import UserError
 
 
@@ -42,7 +42,7 @@ class Supervised(algorithm.Algorithm):
                 f'--dataset={config.dataset} names no split: pass --train_record=FILE and '
                 '--test_record=FILE, or use a split name such as digits.1@50-250'
             )
-        options['class_mapping'] = config.class_mapping or class_mapping_path(parsed.name)
+        options['class_mapping'] = mapping_file(config.class_mapping, parsed.name)
         return DataSet.from_records(
             str(parsed), _resolve(config.hp.train_record), _resolve(config.hp.test_record), parsed.valid, **options
         )

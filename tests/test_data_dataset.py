@@ -1,7 +1,9 @@
 """DataSet pipelines and dataset names, on tiny 16x16 grayscale record files built in-process."""
 
 import hashlib
+import json
 import os
+import pathlib
 
 from libml.data import names as datanames
 from libml.data import splits
@@ -100,13 +102,15 @@ def test_attributes_come_from_the_data(tiny, ml_data):
     DataSet.from_name('tiny.1@50-100', nclass=NCLASS, img_size=SIDE)
 
 
-def test_class_mapping_sets_names_and_nclass(tiny, ml_data):
-    names = {str(i): f'c{i}' for i in range(12)}
-    with open(datanames.class_mapping_path('tiny', str(ml_data)), 'w') as f:
-        f.write(str(names).replace("'", '"'))
+def test_class_mapping_sets_names_but_not_nclass(tiny, ml_data):
+    path = datanames.class_mapping_path('tiny', str(ml_data))
+    pathlib.Path(path).write_text(json.dumps({str(i): f'c{i}' for i in range(NCLASS)}))
     ds = DataSet.from_name('tiny.1@50-10')
-    assert ds.nclass == 12
+    assert ds.nclass == NCLASS
     assert ds.class_names[:2] == ['c0', 'c1']
+    pathlib.Path(path).write_text(json.dumps({str(i): f'c{i}' for i in range(12)}))  # stale: 12 names
+    with pytest.raises(UserError, match=f'class mapping {path} names 12 classes .* the data has {NCLASS}'):
+        DataSet.from_name('tiny.1@50-10')
 
 
 @pytest.mark.parametrize('kwargs, message', [({'nclass': 7}, '--nclass=7'), ({'img_size': 32}, '--img_size=32')])

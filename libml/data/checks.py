@@ -42,21 +42,25 @@ def check_some_labelled(train_labels, label_file):
         raise UserError(f'{label_file} holds no labelled records (every label is -1)')
 
 
-def data_nclass(nclass, class_mapping, train_labels, test_labels, label_file):
-    """Number of classes: the class mapping's size, else 1 + the largest label.
+def largest_label(labelled):
+    """(largest label, the file holding it) over {file: labels int [N]} of the labelled records a run uses."""
+    top = {path: int(labels.max(initial=-1)) for path, labels in labelled.items()}
+    where = max(top, key=top.get)
+    return top[where], where
+
+
+def data_nclass(nclass, labelled):
+    """Number of classes: 1 + the largest label of `labelled` ({file: labels}: training, validation, test).
 
     UserError when a given --nclass (`nclass`, None or 0 = not given) disagrees.
     """
-    mapping_size = None
-    if class_mapping and os.path.exists(class_mapping):
-        mapping_size = len(read_json(class_mapping, 'class mapping'))
-    found = mapping_size or int(max(train_labels.max(), test_labels.max(initial=0))) + 1
-    if nclass and nclass != found:
+    top, where = largest_label(labelled)
+    if nclass and nclass != top + 1:
         raise UserError(
-            f'--nclass={nclass} disagrees with the data ({found} classes in '
-            f'{class_mapping if mapping_size else label_file}): drop the flag or fix it'
+            f'--nclass={nclass} disagrees with the data ({top + 1} classes: labels 0..{top} in {where}): '
+            'drop the flag or fix it'
         )
-    return found
+    return top + 1
 
 
 def check_img_size(img_size, shape, label_file):

@@ -4,14 +4,7 @@ import os
 
 from libml.data import augment as augment_lib
 from libml.data import checks, records
-from libml.data.names import (
-    class_mapping_path,
-    load_class_names,
-    parse_dataset_name,
-    split_paths,
-    test_path,
-    unseen_path,
-)
+from libml.data.names import load_class_names, mapping_file, parse_dataset_name, split_paths, test_path, unseen_path
 from libml.data.records import check_record_file, read_labels, record_decoder, scan_records
 from libml.data.streams import DEFAULT_CACHE_MB, DEFAULT_SHUFFLE_BUFFER, EndlessStream, Part, cache_plan
 from libml.errors import UserError
@@ -162,12 +155,13 @@ class DataSet:
         test_scan = scan_records(test_file)
         self._test = Part(test_scan, np.flatnonzero(test_scan.labels >= 0))
         self.test_labels = self._test.labels
-        self.class_mapping = class_mapping
-        self.nclass = checks.data_nclass(nclass, class_mapping, self.train_labels, self.test_labels, label_file)
-        checks.check_img_size(img_size, self.shape, label_file)
-        self.class_names = load_class_names(class_mapping, self.nclass)
         self._unlabelled, self._head = self._unlabel_file_parts()
         self.unlabel_count = 0 if self._unlabelled is None else len(self._unlabelled)
+        self.class_mapping = class_mapping
+        labelled = self._labelled_data()
+        self.nclass = checks.data_nclass(nclass, labelled)
+        checks.check_img_size(img_size, self.shape, label_file)
+        self.class_names = load_class_names(class_mapping, self.nclass, checks.largest_label(labelled)[1])
         self.labelled_classes = np.unique(self.train_labels)
         if unseen_file is not None:
             unseen = scan_records(unseen_file)
@@ -178,6 +172,14 @@ class DataSet:
         # Which training files are decoded into memory: the labelled one first, within cache_mb.
         self.cached = cache_plan(len(self.train_labels), self.unlabel_count, self.shape, self.cache_mb)
         self._streams = {}
+
+    def _labelled_data(self):
+        """{file: labels} of the labelled records trained, validated or tested on (they set the class count)."""
+        valid = self._held if self.valid_from_label_file else self._head
+        labelled = {self.test_file: self.test_labels, self.label_file: self.train_labels}
+        if valid is not None and len(valid):
+            labelled[valid.path] = np.concatenate([labelled.get(valid.path, []), valid.labels]).astype(np.int64)
+        return labelled
 
     def _label_file_parts(self, scan):
         """(training `Part`, held-out validation `Part`) of the label file's labelled records."""
@@ -205,7 +207,7 @@ class DataSet:
         check_record_file(label_file)
         split_map = read_json(map_file, 'split map')
         checks.check_valid_capacity(text, parsed, split_map, unlabel_file, root)
-        mapping = class_mapping or class_mapping_path(parsed.name, root)
+        mapping = mapping_file(class_mapping, parsed.name, root)
         unseen = unseen_path(parsed.name, root)
         return cls(
             text,

@@ -103,9 +103,42 @@ def class_mapping_path(name, root=None):
     return os.path.join(root or data_dir(), f'{name}_class_mappings.json')
 
 
-def load_class_names(path, nclass):
-    """Class names 0..nclass-1 from a `{"0": "airplane", ...}` mapping; ids when absent."""
-    if path and os.path.exists(path):
-        mapping = read_json(path, 'class mapping')
-        return [str(mapping.get(str(i), i)) for i in range(nclass)]
-    return [str(i) for i in range(nclass)]
+def mapping_file(given, name, root=None):
+    """The class mapping of dataset `name`: `given` (--class_mapping: must exist), else
+    $ML_DATA/<name>_class_mappings.json when it exists, else None (the names are then the ids)."""
+    if given:
+        if not os.path.isfile(given):
+            raise UserError(f'--class_mapping={given}: file not found')
+        return given
+    path = class_mapping_path(name, root)
+    return path if os.path.exists(path) else None
+
+
+def _mapping_names(path):
+    """{class id: name} of a `{"0": "airplane", ...}` JSON file; UserError when it is not one."""
+    mapping = read_json(path, 'class mapping')
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and k.isdigit() for k in mapping):
+        raise UserError(f'{path} is not a class mapping: expected a JSON object of class ids to names, {{"0": "cat"}}')
+    return {int(k): str(v) for k, v in mapping.items()}
+
+
+def load_class_names(path, nclass, data_what):
+    """Names of classes 0..nclass-1 from the mapping at `path` (the ids '0'..'K-1' when None).
+
+    `nclass` comes from the data (`data_what` names it for the message): a mapping that names
+    other ids than 0..nclass-1, or one name twice, is a UserError naming both.
+    """
+    if not path:
+        return [str(i) for i in range(nclass)]
+    names = _mapping_names(path)
+    if sorted(names) != list(range(nclass)):
+        ids = f'ids {min(names)}..{max(names)}' if names else 'no class'
+        raise UserError(
+            f'class mapping {path} names {len(names)} classes ({ids}) but the data has {nclass} '
+            f'(labels 0..{nclass - 1} in {data_what}): fix or remove the mapping, or pass --class_mapping with '
+            f'{nclass} names'
+        )
+    twice = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    if twice:
+        raise UserError(f'class mapping {path} gives two classes the name {twice[0]!r}: names must differ')
+    return [names[i] for i in range(nclass)]

@@ -23,7 +23,7 @@ import os
 import re
 
 from libml import models, openset
-from libml.data.names import class_mapping_path, data_dir, load_class_names, parse_dataset_name, test_path
+from libml.data.names import class_mapping_path, data_dir, load_class_names, mapping_file, parse_dataset_name, test_path
 from libml.data.records import first_image_shape
 from libml.errors import UserError, first_line
 from libml.files import check_writable, temporary_file
@@ -137,16 +137,23 @@ def _dataset_stem(name):
     return parse_dataset_name(name, allow_plain=True, need_valid=False).name
 
 
-def class_names(args, nclass, class_mapping='', root=None):
-    """(names [nclass], notice or None): from `class_mapping`, args.json's, or $ML_DATA/<name>_class_mappings.json.
+def class_names(args, nclass, class_mapping='', root=None, recorded=None, model='the model'):
+    """(names [nclass], notice or None) of `model`, a classifier of `nclass` classes.
 
-    Without a mapping file the names are the ids '0'..'K-1' and the notice says so.
+    From `class_mapping` (--class_mapping), else the names the run recorded when it started
+    (`recorded`, from its data.json), else args.json's class mapping or
+    $ML_DATA/<name>_class_mappings.json. A mapping of another class count is a UserError naming
+    it and `model`. Without any, the names are the ids '0'..'K-1' and the notice says so.
     """
-    path = class_mapping or (args or {}).get('class_mapping') or ''
+    if class_mapping:
+        return load_class_names(mapping_file(class_mapping, '', root), nclass, model), None
+    if recorded and len(recorded) == nclass:
+        return list(recorded), None
+    path = (args or {}).get('class_mapping') or ''
     if not path and args and args.get('dataset'):
         path = class_mapping_path(_dataset_stem(args['dataset']), root)
     if path and os.path.exists(path):
-        return load_class_names(path, nclass), None
+        return load_class_names(path, nclass, model), None
     where = f' ({path} not found)' if path else ''
     return [str(i) for i in range(nclass)], f'notice: no class mapping{where}: class names are the ids 0..{nclass - 1}'
 
