@@ -26,7 +26,8 @@ Examples:
 import os
 
 from libml import progress
-from libml.data import records, splits
+from libml.data import checks, records, splits
+from libml.data.names import test_path
 from libml.data.records import check_record_file
 from libml.errors import UserError, cli_main
 from libml.files import atomic_outputs
@@ -87,7 +88,9 @@ def main(argv):
     if FLAGS.label_split_size is None:
         raise UserError('--label_split_size is required (the number of labelled records to pick)')
     prefix, inputs = argv[1], argv[2:]
-    splits.check_stem(prefix)
+    name = splits.check_stem(prefix)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(prefix)))  # $ML_DATA of $ML_DATA/SSL/<name>
+    checks.check_not_test_file(inputs, test_path(name, root))
     if FLAGS.seed < 0:
         raise UserError(f'--seed={FLAGS.seed}: must be >= 0')
     stem = f'{prefix}.{FLAGS.seed}@{FLAGS.label_split_size}'

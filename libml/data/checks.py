@@ -113,3 +113,13 @@ def check_valid_capacity(text, parsed, split_map, unlabel_file, root):
     """UserError when the dataset `text` (parsed: a `DatasetName`) asks more validation records than its split holds."""
     if parsed.valid > int(split_map.get('valid_capacity', 0)):
         raise UserError(_too_few_held_out(text, parsed, split_map, unlabel_file, root))
+
+
+def check_not_test_file(training_files, test_file):
+    """UserError when a training file is the test file itself (the same file, even through a link)."""
+    for path in training_files:
+        if os.path.exists(path) and os.path.exists(test_file) and os.path.samefile(path, test_file):
+            raise UserError(
+                f'{path} is the test file {test_file} itself: a model trained on the test images measures nothing '
+                'on them; use the training file (e.g. <name>-train.tfrecord) instead'
+            )

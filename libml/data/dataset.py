@@ -1,5 +1,6 @@
 """The `DataSet`: one experiment's record files and their tf.data pipelines (augmented, batched)."""
 
+import hashlib
 import os
 
 from libml.data import augment as augment_lib
@@ -130,6 +131,7 @@ class DataSet:
         img_size=None,
         augment='none',
         clean_head=0,
+        map_file=None,
         cache_mb=None,
         shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
         unseen_file=None,
@@ -138,11 +140,13 @@ class DataSet:
         others = [test_file] + [f for f in (unlabel_file, unseen_file) if f]
         for path in [label_file] + others:
             check_record_file(path)
+        checks.check_not_test_file([label_file] + others[1:], test_file)
         self.name = name
         self.cache_mb = DEFAULT_CACHE_MB if cache_mb is None else cache_mb
         self.shuffle_buffer = shuffle_buffer
         self.label_file, self.unlabel_file, self.test_file = label_file, unlabel_file, test_file
         self.unseen_file, self._unseen, self._unlabelled_status = unseen_file, None, None
+        self.map_file = map_file
         self.valid, self.valid_from_label_file = valid, valid_from_label_file
         # Unlabel-file records never trained on: the validation images, or an augmented copy's
         # whole un-augmented head (its map's clean_head), whichever is longer.
@@ -180,6 +184,30 @@ class DataSet:
         if valid is not None and len(valid):
             labelled[valid.path] = np.concatenate([labelled.get(valid.path, []), valid.labels]).astype(np.int64)
         return labelled
+
+    def parts(self):
+        """{'labelled', 'validation', 'unlabelled', 'test': the `Part` of each (None when absent)}."""
+        valid = self._held if self.valid_from_label_file else self._head
+        return {
+            'labelled': self._labelled,
+            'validation': valid if valid is not None and len(valid) and self.valid else None,
+            'unlabelled': self._unlabelled,
+            'test': self._test,
+        }
+
+    def fingerprint(self):
+        """What the run's data is: each file's size and record count, and a hash of the split map.
+
+        A split or dataset rebuilt from other images changes it (`rundir.check_same_data`).
+        """
+        files = {'label': self._labelled.scan, 'test': self._test.scan}
+        if self._unlabelled is not None:
+            files['unlabel'] = self._unlabelled.scan
+        out = {role: {'records': len(scan), 'bytes': scan.size} for role, scan in files.items()}
+        if self.map_file:
+            with open(self.map_file, 'rb') as f:
+                out['split_map_sha256'] = hashlib.sha256(f.read()).hexdigest()
+        return out
 
     def _label_file_parts(self, scan):
         """(training `Part`, held-out validation `Part`) of the label file's labelled records."""
@@ -222,6 +250,7 @@ class DataSet:
             clean_head=int(split_map.get('clean_head', 0)),
             unseen_file=unseen if os.path.exists(unseen) else None,
             unlabel_source_labels=source_labels(split_map, unlabel_file),
+            map_file=map_file,
             **kwargs,
         )
 

@@ -273,7 +273,8 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
     if not stems:
         raise UserError(f'{prefix}: no model/stem kernel, cannot tell the image channels')
     shape = input_shape(args, stems[0][2], img_size, root)
-    names, notice = class_names(args, nclass, class_mapping, root)
+    recorded = run_folder.read_data(run_dir).get('class_names')
+    names, notice = class_names(args, nclass, class_mapping, root, recorded, f'the model of {prefix}')
     if notice:
         log(notice)
     heads = heads_from_checkpoint(shapes)

@@ -10,6 +10,7 @@ import shutil
 
 from libml import config as config_lib
 from libml import signals
+from libml.data import overlap
 from libml.data.streams import DEFAULT_CACHE_MB
 from libml.errors import UserError
 from libml.report import evaluation
@@ -35,8 +36,8 @@ def pinned_cache(config, run_dir):
 def train(config, algorithm, strategy=None):
     """Trains (resuming from the run dir's newest readable checkpoint); returns the `Trainer`.
 
-    A run refused or failing before it trains (an unreadable --load_checkpoint) leaves no new
-    folder behind; once it trains, run.json records how it
+    A run refused or failing before it trains (other data than its checkpoints', an unreadable
+    --load_checkpoint) leaves no new folder behind; once it trains, run.json records how it
     ended: done, failed (with the error) or stopped (by which signal).
     """
     run_dir = config_lib.run_dir(config, algorithm)
@@ -67,8 +68,10 @@ def train(config, algorithm, strategy=None):
 
 
 def _start(trainer, run_dir):
-    """Writes the run's settings, resumes or fine-tunes; returns the image to start from."""
+    """Checks the run's data, writes its settings, resumes or fine-tunes; returns the image to start from."""
     config = trainer.config
+    if trainer.chief:
+        _check_data(trainer.dataset, run_dir)
     trained = run_folder.trained_length(run_dir) if trainer.chief else None  # before write_args replaces it
     if trainer.chief:
         os.makedirs(run_folder.ckpt_dir(run_dir), exist_ok=True)
@@ -84,6 +87,22 @@ def _start(trainer, run_dir):
     if not start and config.load_checkpoint:
         run_folder.fine_tune(trainer, config.load_checkpoint)
     return replicas.common_start(trainer.strategy, trainer.images_seen, config.train_dir)
+
+
+def _check_data(dataset, run_dir):
+    """Refuses to resume on other data than the run's checkpoints were trained on; records the data.
+
+    Warns when training or validation images repeat test images (counted at the run's start only).
+    """
+    recorded, fingerprint = run_folder.read_data(run_dir), dataset.fingerprint()
+    run_folder.check_same_data(run_dir, recorded, fingerprint)
+    repeats = recorded.get('test_repeats') if not run_folder.data_change(recorded, fingerprint) else None
+    if repeats is None:
+        repeats = overlap.repeats_of_test(dataset.parts())
+    warning = overlap.repeats_warning(repeats, dataset.test_file)
+    if warning:
+        print(warning, flush=True)
+    run_folder.record_data(run_dir, fingerprint, class_names=dataset.class_names, test_repeats=repeats)
 
 
 def _train_from(trainer, start, run_dir):

@@ -11,7 +11,7 @@ import json
 import os
 
 from libml.errors import UserError, first_line
-from libml.files import atomic_output, read_json
+from libml.files import atomic_output, read_json, write_json
 from libml.train import checkpoints
 
 import tensorflow as tf
@@ -104,6 +104,49 @@ def trained_length(run_dir):
     if not checkpoints.list_checkpoints(ckpt_dir(run_dir)):
         return None
     return read_args(run_dir).get('train_kimg')
+
+
+def data_path(run_dir):
+    return os.path.join(run_dir, 'data.json')
+
+
+def read_data(run_dir):
+    """What the run recorded of its data when it started (`record_data`); {} for runs that predate it."""
+    path = data_path(run_dir)
+    return read_json(path, 'run data record') if os.path.exists(path) else {}
+
+
+def record_data(run_dir, fingerprint, **fields):
+    """Writes data.json: the fingerprint of the run's data (`DataSet.fingerprint`) and `fields`."""
+    write_json(data_path(run_dir), dict(fingerprint, **fields), overwrite=True)
+
+
+def data_change(recorded, fingerprint):
+    """What differs between the data a run `recorded` and its data now (`fingerprint`); None when nothing does."""
+    changes = []
+    for role, now in fingerprint.items():
+        then = recorded.get(role)
+        if then is None or then == now:
+            continue
+        if role == 'split_map_sha256':
+            changes.append('its split map was rewritten (another selection of images)')
+        else:
+            changes.append(
+                f'its {role} file held {then["records"]} records ({then["bytes"]} bytes), '
+                f'now {now["records"]} ({now["bytes"]} bytes)'
+            )
+    return '; '.join(changes) or None
+
+
+def check_same_data(run_dir, recorded, fingerprint):
+    """UserError when a run with checkpoints is resumed on other data than it `recorded` at its start."""
+    change = data_change(recorded, fingerprint)
+    if change and checkpoints.list_checkpoints(ckpt_dir(run_dir)):
+        raise UserError(
+            f'{run_dir} was trained on other data: {change} (the dataset or split was rebuilt since). '
+            f'Resuming would continue on other images: start a new run instead (delete or move {run_dir}, '
+            'or pass another --train_dir), or restore the data it was trained on'
+        )
 
 
 def write_status(run_dir, **fields):
