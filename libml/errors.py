@@ -46,6 +46,11 @@ def _die(message, code=1):
     sys.exit(code)
 
 
+def warn(message):
+    """Prints `warning: <message>` on stderr."""
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
 def first_line(error):
     """The gist of an exception for a one-line message: its first line, without TensorFlow's op and
     function names (`{{...}}`, `[Op:...]`); the exception's type when that leaves nothing."""

@@ -6,6 +6,7 @@ writer in the same folder.
 """
 
 import contextlib
+import csv
 import errno
 import fcntl
 import json
@@ -301,3 +302,23 @@ def read_json(path, what='file'):
             return json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno})') from None
+
+
+_FORMULA_STARTS = ('=', '+', '-', '@', '\t', '\r')
+
+
+def csv_cell(value):
+    """`value` as text for a CSV cell that spreadsheets show as it is: text starting like a formula
+    (=, +, -, @, tab, return) gets a leading ' (numbers such as -1 or +0.5 stay numbers)."""
+    text = str(value)
+    if text.startswith(_FORMULA_STARTS):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def write_csv(f, rows):
+    """Writes `rows` (lists of values) to the open text file `f` as CSV, every cell through `csv_cell`."""
+    csv.writer(f).writerows([[csv_cell(v) for v in row] for row in rows])

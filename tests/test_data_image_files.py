@@ -23,7 +23,7 @@ def test_list_images_recursive_sorted_by_extension(tmp_path):
 
 def test_class_of_folder_or_flat_name(tmp_path):
     assert image_files.class_of(tmp_path / 'dog' / 'x.jpg', tmp_path) == 'dog'
-    assert image_files.class_of(tmp_path / 'a' / 'dog' / 'x.jpg', tmp_path) == 'dog'
+    assert image_files.class_of(tmp_path / 'dog' / '2019' / 'x.jpg', tmp_path) == 'dog'  # however deep
     assert image_files.class_of(tmp_path / '12_hot_dog.png', tmp_path) == 'hot_dog'
     assert image_files.class_of(tmp_path / 'photo.png', tmp_path) is None
     assert image_files.class_of(tmp_path / 'my_photo.png', tmp_path) is None

@@ -7,8 +7,9 @@ Used by `libml.data.builders.folders` (`create_datasets.py custom`) and by infer
 
 import os
 import re
+import stat as stat_lib
 
-from libml.errors import UserError
+from libml.errors import UserError, warn
 
 import numpy as np
 from PIL import Image
@@ -25,37 +26,72 @@ def is_image(path):
 
 
 def list_images(directory):
-    """Sorted paths of every image under `directory`, recursively.
+    """Sorted paths of every image under `directory`, recursively, links followed.
 
-    Hidden files and folders (names starting with '.') are skipped. UserError if
-    `directory` is not a folder.
+    Hidden files and folders (names starting with '.') are skipped; so are, with a warning, links
+    that lead nowhere, files that are not regular files (FIFOs, sockets, devices: reading one could
+    block forever) and folders met twice through links (a loop). UserError if `directory` is not a
+    folder.
     """
     if not os.path.isdir(directory):
         raise UserError(f'image folder not found: {directory}')
-    paths = []
-    for parent, folders, files in os.walk(directory):
-        folders[:] = [f for f in folders if not f.startswith('.')]
-        paths.extend(os.path.join(parent, f) for f in files if is_image(f) and not f.startswith('.'))
+    paths, seen = [], set()
+    _first_visit(directory, seen)
+    for parent, folders, files in os.walk(directory, followlinks=True):
+        folders[:] = [f for f in folders if not f.startswith('.') and _first_visit(os.path.join(parent, f), seen)]
+        candidates = (os.path.join(parent, f) for f in files if is_image(f) and not f.startswith('.'))
+        paths.extend(p for p in candidates if _regular(p))
     return sorted(paths)
+
+
+def _first_visit(folder, seen):
+    """False, with a warning, when `folder` (reached through a link) was listed already: a loop."""
+    stat = os.stat(folder)
+    key = (stat.st_dev, stat.st_ino)
+    if key in seen:
+        warn(f'skipping {folder}: a link to a folder listed already (a loop)')
+        return False
+    seen.add(key)
+    return True
+
+
+def _regular(path):
+    """Whether `path` is (or links to) a regular file; warns and returns False otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        warn(f'skipping {path}: {e.strerror} (a link that leads nowhere?)')
+        return False
+    if not stat_lib.S_ISREG(mode):
+        warn(f'skipping {path}: not a regular file (a FIFO, socket or device)')
+        return False
+    return True
 
 
 def class_of(path, root):
     """The class name of image `path` found under folder `root`, or None if it has none.
 
-    An image inside a sub-folder of `root` (`root/dog/x.jpg`, `root/a/dog/x.jpg`) belongs to
-    its parent folder's class; an image directly in `root` needs a flat name
-    `<index>_<class>.<ext>` (`12_hot_dog.png` -> 'hot_dog').
+    An image inside a sub-folder of `root` belongs to the class of that sub-folder, however deep
+    it sits (`root/dog/x.jpg` and `root/dog/2019/x.jpg` -> 'dog'); an image directly in `root`
+    needs a flat name `<index>_<class>.<ext>` (`12_hot_dog.png` -> 'hot_dog').
     """
-    parent = os.path.dirname(os.path.abspath(path))
-    if parent != os.path.abspath(root):
-        return os.path.basename(parent)
-    match = _FLAT_NAME.match(os.path.splitext(os.path.basename(path))[0])
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if os.sep in relative:
+        return relative.split(os.sep)[0]
+    match = _FLAT_NAME.match(os.path.splitext(relative)[0])
     return match['cls'] if match else None
 
 
+class BadImage(UserError):
+    """An image file that cannot be read: its `path`, the `reason`, what to do (`remedy`)."""
+
+    def __init__(self, path, reason, remedy='fix or remove it'):
+        super().__init__(f'cannot read image {path}: {reason} ({remedy})')
+        self.path, self.reason = path, reason
+
+
 def _bad_image(path, error):
-    message = ' '.join(str(error).split()) or type(error).__name__
-    return UserError(f'cannot read image {path}: {message} (fix or remove it, or pass --skip_bad_images)')
+    return BadImage(path, ' '.join(str(error).split()) or type(error).__name__)
 
 
 def probe_image(path):

@@ -12,7 +12,7 @@ from tensorboard.compat.proto import event_pb2
 def _events(path):
     """The events of one file; a truncated or corrupt tail (a killed run) ends the file with a warning."""
     try:
-        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        for raw in tf.data.TFRecordDataset(os.fsencode(path)).as_numpy_iterator():  # bytes: any file name
             yield event_pb2.Event.FromString(raw)
     except (tf.errors.DataLossError, tf.errors.OutOfRangeError, DecodeError) as e:
         print(

@@ -6,14 +6,13 @@ folder or file names. A model with open-set heads (OpenMatch, IOMatch) also give
 outlier score: an `outlier_score` column in the CSV and `<dataset>_pred_outlier.npy`.
 """
 
-import csv
 import os
 
 from libml import progress
 from libml.data import image_files
 from libml.data.dataset import to_model_range
 from libml.errors import UserError
-from libml.files import atomic_output
+from libml.files import atomic_outputs, write_csv
 from libml.report import metrics
 from libml.train import run_folder
 
@@ -37,25 +36,29 @@ def predict_files(predict, files, shape, batch):
 
 
 def write_predictions(out_stem, files, probs, class_names, overwrite, scores=None):
-    """`<out_stem>.npy` (class ids [N]) and `<out_stem>.csv` (path, class, confidence), atomically.
+    """`<out_stem>.npy` (class ids [N]) and `<out_stem>.csv` (path, class, confidence), together, atomically.
 
     scores: outlier scores [N] or None; when given, also `<out_stem>_outlier.npy` and an
-    `outlier_score` column.
+    `outlier_score` column. Paths are written byte for byte as the file system names them (names
+    that are not UTF-8 included); cells that a spreadsheet would take for a formula are quoted
+    (`files.csv_cell`).
     """
     predicted = probs.argmax(1)
     os.makedirs(os.path.dirname(out_stem) or '.', exist_ok=True)
     arrays = {'.npy': predicted} if scores is None else {'.npy': predicted, '_outlier.npy': scores}
-    for suffix, array in arrays.items():
-        with atomic_output(out_stem + suffix, overwrite) as tmp, open(tmp, 'wb') as f:
-            np.save(f, array)
+    paths = [out_stem + suffix for suffix in arrays] + [out_stem + '.csv']
     extra = [] if scores is None else [scores]
-    with atomic_output(out_stem + '.csv', overwrite) as tmp, open(tmp, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['path', 'class', 'confidence'] + ['outlier_score'] * len(extra))
-        for file, c, p, *score in zip(files, predicted, probs.max(1), *extra):
-            writer.writerow([file, class_names[c], f'{p:.6f}'] + [f'{v:.6f}' for v in score])
-    written = ', '.join(out_stem + suffix for suffix in arrays)
-    print(f'Wrote {written} and {out_stem}.csv ({len(files)} images)')
+    with atomic_outputs(paths, overwrite) as temps:
+        for tmp, array in zip(temps, arrays.values()):
+            with open(tmp, 'wb') as f:
+                np.save(f, array)
+        with open(temps[-1], 'w', newline='', errors='surrogateescape') as f:
+            rows = [
+                [file, class_names[c], f'{p:.6f}'] + [f'{v:.6f}' for v in score]
+                for file, c, p, *score in zip(files, predicted, probs.max(1), *extra)
+            ]
+            write_csv(f, [['path', 'class', 'confidence'] + ['outlier_score'] * len(extra)] + rows)
+    print(f'Wrote {", ".join(paths[:-1])} and {paths[-1]} ({len(files)} images)')
 
 
 def folder_accuracy(files, folder, predicted, class_names):

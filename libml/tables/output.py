@@ -1,10 +1,9 @@
 """A reproduction table's files: mean ± std over seeds and the paired lead as markdown and CSV, and its plots."""
 
-import csv
 import os
 import textwrap
 
-from libml.files import atomic_output
+from libml.files import atomic_output, write_csv
 
 import numpy as np
 
@@ -145,7 +144,7 @@ def write_table(table, results, out_dir, quiet=False):
     )
     stem = os.path.join(out_dir, f'table_{table.name}')
     with atomic_output(stem + '.csv', overwrite=True) as tmp, open(tmp, 'w', newline='') as f:
-        csv.writer(f).writerows(csv_rows)
+        write_csv(f, csv_rows)
     with atomic_output(stem + '.md', overwrite=True) as tmp, open(tmp, 'w') as f:
         f.write(text)
     plot_curves(results, stem + '_curves.png', table.title)

@@ -11,7 +11,7 @@ import os
 from libml import progress
 from libml.data import image_files
 from libml.data.builders.common import Built, chain
-from libml.errors import UserError
+from libml.errors import UserError, warn
 
 import numpy as np
 
@@ -44,11 +44,16 @@ def scan_folder(directory, flag, need_class, skip_bad, bad):
             )
         try:
             entries.append(Entry(path, cls, *image_files.probe_image(path)))
-        except UserError:
-            if not skip_bad:
-                raise
-            bad.append(path)
+        except image_files.BadImage as e:
+            _skip(e, skip_bad, bad)
     return entries
+
+
+def _skip(error, skip_bad, bad):
+    """Appends the unreadable image of `error` (an image_files.BadImage) to `bad` when `skip_bad`; else raises it."""
+    if not skip_bad:
+        raise image_files.BadImage(error.path, error.reason, 'fix or remove it, or pass --skip_bad_images') from None
+    bad.append(error.path)
 
 
 def balance(entries, target, rng):
@@ -88,10 +93,8 @@ def load_images(plan, size, channels, seed, stream, erasing_prob, skip_bad, bad)
     for index, (path, label, extra) in enumerate(plan):
         try:
             image = image_files.load_image(path, size, channels)
-        except UserError:
-            if not skip_bad:
-                raise
-            bad.append(path)
+        except image_files.BadImage as e:
+            _skip(e, skip_bad, bad)
             continue
         rng = np.random.default_rng([seed, stream, index])
         if extra:
@@ -125,6 +128,8 @@ def custom(
     test = scan_folder(testdir, 'testdir', True, skip_bad_images, bad)
     unlabel = scan_folder(unlabeldir, 'unlabeldir', unlabel_balance > 0, skip_bad_images, bad) if unlabeldir else []
     names = sorted({e.cls for e in train})
+    if len(names) == 1:
+        warn(f'--traindir={traindir} holds one class ({names[0]}): a classifier needs two or more, one sub-folder each')
     ids = {name: i for i, name in enumerate(names)}
     unknown = sorted({e.cls for e in test} - set(ids))
     if unknown:
