@@ -51,9 +51,14 @@ def warn(message):
     print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
+_FRAMING = re.compile(r'^(\s|Graph execution error:|Detected at node|<stack traces unavailable>|$)')
+
+
 def first_line(error):
-    """The gist of an exception for a one-line message: its first line, without TensorFlow's op and
-    function names (`{{...}}`, `[Op:...]`); the exception's type when that leaves nothing."""
+    """The gist of an exception for a one-line message: its first line that says something (not
+    TensorFlow's graph-error framing), without TensorFlow's op and function names (`{{...}}`,
+    `[Op:...]`); the exception's type when that leaves nothing."""
     message = (getattr(error, 'message', None) or str(error) or type(error).__name__).strip()
-    message = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', message.splitlines()[0] if message else '').strip()
+    lines = [line for line in message.splitlines() if not _FRAMING.match(line)]
+    message = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', lines[0] if lines else '').strip()
     return message or type(error).__name__

@@ -20,6 +20,11 @@ SIXTEEN_BIT_MODES = frozenset({'I;16', 'I;16B', 'I;16L', 'I;16N'})
 _FLAT_NAME = re.compile(r'^\d+_(?P<cls>.+)$')
 
 
+def pixel_limit():
+    """The most pixels an image may have: Pillow refuses more as a decompression bomb (2 x Image.MAX_IMAGE_PIXELS)."""
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else np.iinfo(np.int64).max
+
+
 def is_image(path):
     """True when `path` has one of IMAGE_EXTENSIONS (any case)."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS

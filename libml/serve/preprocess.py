@@ -13,8 +13,11 @@ pixel by one level). Non-square images are stretched to the model's H x W, as lo
 Then x -> x / 255 (`tf.image.convert_image_dtype`) -> 2x - 1. Known differences: an 8-bit
 palette BMP is decoded as its palette indices (TensorFlow), and a 16-bit PNG is scaled to 8 bits
 where Pillow's convert('L') clips it to 255. The model computes in float32 whatever precision it
-was trained with (its variables are float32).
+was trained with (its variables are float32). An image of more pixels than Pillow's
+decompression-bomb limit, which --perform_inference applies, fails before it is decoded.
 """
+
+from libml.data import image_files
 
 import tensorflow as tf
 
@@ -91,8 +94,59 @@ def pil_resize(image, height, width):
     return tf.cast(y, tf.uint8)
 
 
-def preprocess(encoded, shape):
-    """Encoded image bytes -> float32 [H, W, C] in [0, 1] for a model of input `shape` (H, W, C)."""
+def _number(head, start, count, big_endian=False):
+    """int64: the unsigned integer in bytes start..start+count-1 of `head` (int64 [64])."""
+    weights = [256**i for i in range(count)]
+    return tf.reduce_sum(head[start : start + count] * (weights[::-1] if big_endian else weights))
+
+
+def _header_size(encoded):
+    """int64 [2] (height, width) read from the header of PNG, GIF, BMP or WebP bytes; [0, 0] for others."""
+    padded = tf.strings.substr(encoded + b'\0' * 64, 0, 64)  # short or empty bytes read as zeros
+    head = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int64)
+
+    def signed(value):  # a BMP's int32 (its height is negative for top-down rows)
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    def starts(text, at=0):
+        return tf.strings.substr(padded, at, len(text)) == text
+
+    vp8l = _number(head, 21, 4)
+    candidates = [
+        (starts(b'\x89PNG'), _number(head, 20, 4, True), _number(head, 16, 4, True)),
+        (starts(b'GIF8'), _number(head, 8, 2), _number(head, 6, 2)),
+        (starts(b'BM'), signed(_number(head, 22, 4)), signed(_number(head, 18, 4))),
+        (starts(b'VP8 ', 12), _number(head, 28, 2) % 16384, _number(head, 26, 2) % 16384),
+        (starts(b'VP8L', 12), (vp8l // 16384) % 16384 + 1, vp8l % 16384 + 1),
+        (starts(b'VP8X', 12), _number(head, 27, 3) + 1, _number(head, 24, 3) + 1),
+    ]
+    found = tf.stack([tf.where(kind, tf.stack([h, w]), tf.zeros([2], tf.int64)) for kind, h, w in candidates])
+    return tf.reduce_max(found, axis=0)
+
+
+def encoded_size(encoded):
+    """int64 [2] (height, width) of encoded image bytes, from their header, before any decoding."""
+    return tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64),
+        lambda: _header_size(encoded),
+    )
+
+
+def check_size(encoded, limit):
+    """An assertion op: the image of `encoded` bytes has at most `limit` pixels (Pillow's decompression-bomb rule)."""
+    size = encoded_size(encoded)
+    message = f'an image larger than {limit} pixels (a decompression bomb?), height x width:'
+    return tf.debugging.Assert(size[0] * size[1] <= limit, [message, size[0], size[1]])
+
+
+def preprocess(encoded, shape, limit=None):
+    """Encoded image bytes -> float32 [H, W, C] in [0, 1] for a model of input `shape` (H, W, C).
+
+    An image of more than `limit` pixels (default `image_files.pixel_limit()`, what --perform_inference
+    refuses) fails before it is decoded.
+    """
     height, width, channels = shape
-    image = pil_resize(to_channels(decode(encoded), channels), height, width)
+    with tf.control_dependencies([check_size(encoded, limit or image_files.pixel_limit())]):
+        image = pil_resize(to_channels(decode(encoded), channels), height, width)
     return tf.ensure_shape(tf.image.convert_image_dtype(image, tf.float32), shape)
