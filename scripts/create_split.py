@@ -29,7 +29,7 @@ from libml import progress
 from libml.data import checks, records, splits
 from libml.data.names import test_path
 from libml.data.records import check_record_file
-from libml.errors import UserError, cli_main
+from libml.errors import UserError, cli_main, warn
 from libml.files import atomic_outputs
 
 import numpy as np
@@ -100,6 +100,12 @@ def main(argv):
             raise UserError(f'{path} already exists: pass --overwrite to replace it')
     labels = read_labels(inputs)
     split = splits.make_split(labels, FLAGS.label_split_size, FLAGS.seed, FLAGS.label_size)
+    unlabelled_classes = [c for c, quota in split['quotas'].items() if quota == 0]
+    if unlabelled_classes:
+        warn(
+            f'{len(unlabelled_classes)} of the {len(split["quotas"])} classes get no labelled image: '
+            f'--label_split_size={FLAGS.label_split_size} is under one per class'
+        )
     records = splits.RecordFile(inputs)
     try:
         with atomic_outputs(outputs, FLAGS.overwrite) as (label_tmp, unlabel_tmp, map_tmp):

@@ -95,7 +95,14 @@ class Part:
             mask[self.records] = True
             self._mask = hold(mask)
         mask = self._mask
-        return ds.enumerate().filter(lambda i, r: tf.gather(mask, i)).map(lambda i, r: r)
+
+        def kept(index, record):
+            return tf.gather(mask, index)
+
+        def record_of(index, record):
+            return record
+
+        return ds.enumerate().filter(kept).map(record_of)  # not lambdas: AutoGraph cannot parse two on a line
 
 
 class WindowLayout:
