@@ -17,6 +17,7 @@ from typing import Any
 from libml.data.names import NAME_PATTERN
 from libml.data.streams import DEFAULT_SHUFFLE_BUFFER
 from libml.errors import UserError
+from libml.files import is_utf8
 from libml.train import replicas
 
 
@@ -88,7 +89,13 @@ def parse_int_list(text, flag):
 LOOP = (
     # data
     Setting('dataset', 'digits.1@50-250', f'Dataset {NAME_PATTERN} under $ML_DATA, e.g. cifar10.1@250-5000.'),
-    Setting('train_dir', './experiments', 'Folder of the runs: <train_dir>/<dataset>/<Algorithm>_<settings>/.'),
+    Setting(
+        'train_dir',
+        './experiments',
+        'Folder of the runs: <train_dir>/<dataset>/<Algorithm>_<settings>/.',
+        is_utf8,
+        'a UTF-8 path (TensorFlow writes files by UTF-8 names only)',
+    ),
     Setting(
         'augment',
         'cifar10',

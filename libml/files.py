@@ -22,6 +22,21 @@ from libml.errors import UserError
 from absl import logging
 
 
+def is_utf8(path):
+    """Whether the file name `path` is UTF-8: TensorFlow opens and writes files by UTF-8 names only."""
+    try:
+        os.fsencode(path).decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_utf8(path, what):
+    """UserError naming `what` (a flag, a variable) when `path` is not a UTF-8 file name (see `is_utf8`)."""
+    if not is_utf8(path):
+        raise UserError(f'{what}={path}: TensorFlow opens only files whose names are UTF-8; rename it')
+
+
 def check_writable(path, overwrite):
     """Raises UserError if `path` exists and `overwrite` is false."""
     if os.path.exists(path) and not overwrite:

@@ -4,7 +4,7 @@ import os
 import re
 
 from libml.errors import UserError
-from libml.files import read_json
+from libml.files import check_utf8, read_json
 
 from absl import logging
 
@@ -16,6 +16,7 @@ def data_dir():
     global _warned_default_data
     root = os.environ.get('ML_DATA')
     if root:
+        check_utf8(root, '$ML_DATA')
         return root
     if not _warned_default_data:
         logging.info('ML_DATA is not set: using ./data')

@@ -11,7 +11,7 @@ import re
 
 from libml import progress
 from libml.errors import UserError, first_line
-from libml.files import atomic_output
+from libml.files import atomic_output, check_utf8
 
 import numpy as np
 import PIL
@@ -95,7 +95,8 @@ def file_error(path, error):
 
 
 def check_record_file(path, what='dataset file'):
-    """UserError naming `path` if it is missing."""
+    """UserError naming `path` if it is missing or its name is not UTF-8 (TensorFlow cannot open it)."""
+    check_utf8(path, what)
     if not os.path.isfile(path):
         raise UserError(
             f'{what} not found: {path} (create it with scripts/create_datasets.py '

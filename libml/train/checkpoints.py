@@ -5,6 +5,7 @@ import os
 import re
 
 from libml.errors import UserError, first_line
+from libml.files import check_utf8
 
 import tensorflow as tf
 
@@ -39,6 +40,7 @@ def save(checkpoint, directory, images, keep):
 def normalise(path):
     """Accepts a checkpoint prefix, its `.index`/`.data-*` file, or a run dir; returns the prefix."""
     path = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path.rstrip('/'))
+    check_utf8(path, 'checkpoint')
     if os.path.isdir(path):
         for candidate in (path, os.path.join(path, 'tf')):
             found = list_checkpoints(candidate)
