@@ -122,7 +122,7 @@ def main(argv):
     source = FLAGS.filter_dataset
     check_record_file(source, '--filter_dataset file')
     output = filtering.filter_output_path(source, FLAGS.save_name)
-    if os.path.abspath(output) == os.path.abspath(source):
+    if os.path.exists(output) and os.path.samefile(output, source):
         raise UserError(f'--save_name={FLAGS.save_name} would replace the input file: choose another name')
     check_writable(output, FLAGS.overwrite)
     labels = read_labels(source)

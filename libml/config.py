@@ -75,14 +75,16 @@ def unit_interval(v):
     return 0 <= v < 1
 
 
-def parse_int_list(text, flag):
-    """'2,3,4' -> [2, 3, 4]; a UserError naming `flag` otherwise."""
+def parse_int_list(text, flag, each=None):
+    """'2,3,4' -> [2, 3, 4]; a UserError naming `flag` otherwise, or for a repeated value when `each` names them."""
     try:
         values = [int(v) for v in text.split(',') if v.strip()]
     except ValueError:
         raise UserError(f'--{flag}={text!r}: expected comma-separated integers such as 2,3,4') from None
     if not values:
         raise UserError(f'--{flag} is empty: expected comma-separated integers such as 2,3,4')
+    if each and len(set(values)) != len(values):
+        raise UserError(f'--{flag}={text} lists a {each} twice')
     return values
 
 

@@ -91,6 +91,7 @@ def main(argv):
     name = splits.check_stem(prefix)
     root = os.path.dirname(os.path.dirname(os.path.abspath(prefix)))  # $ML_DATA of $ML_DATA/SSL/<name>
     checks.check_not_test_file(inputs, test_path(name, root))
+    checks.check_distinct_files(inputs)
     if FLAGS.seed < 0:
         raise UserError(f'--seed={FLAGS.seed}: must be >= 0')
     stem = f'{prefix}.{FLAGS.seed}@{FLAGS.label_split_size}'

@@ -101,7 +101,7 @@ def main(argv):
     unknown = sorted(set(tables) - set(TABLES))
     if unknown or not tables:
         raise UserError(f'--tables={FLAGS.tables}: expected some of {", ".join(TABLES)}')
-    seeds = parse_int_list(FLAGS.seeds, 'seeds')
+    seeds = parse_int_list(FLAGS.seeds, 'seeds', each='seed')
     if FLAGS.quick:
         seeds = seeds[:1]
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.train_dir, 'reproduce')

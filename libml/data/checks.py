@@ -123,3 +123,11 @@ def check_not_test_file(training_files, test_file):
                 f'{path} is the test file {test_file} itself: a model trained on the test images measures nothing '
                 'on them; use the training file (e.g. <name>-train.tfrecord) instead'
             )
+
+
+def check_distinct_files(paths):
+    """UserError when two of `paths` are the same file (even through a link): its records would count twice."""
+    for i, path in enumerate(paths):
+        for other in paths[:i]:
+            if os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
+                raise UserError(f'{other} and {path} are the same file: give each input once')

@@ -15,13 +15,11 @@ _PLAIN_FILE_RE = re.compile(r'^(?P<name>[A-Za-z0-9_]+)-(?P<part>[A-Za-z]+)\.tfre
 def parse_filter_lists(class_filter, label_order=None):
     """--class_filter and --label_order texts -> (list of ints, list or None), checked."""
     values = {
-        'class_filter': parse_int_list(class_filter, 'class_filter'),
-        'label_order': parse_int_list(label_order, 'label_order') if label_order else None,
+        'class_filter': parse_int_list(class_filter, 'class_filter', each='class'),
+        'label_order': parse_int_list(label_order, 'label_order', each='class') if label_order else None,
     }
     for flag, classes in values.items():
         text = class_filter if flag == 'class_filter' else label_order
-        if classes and len(set(classes)) != len(classes):
-            raise UserError(f'--{flag}={text} lists a class twice')
         lowest = -1 if flag == 'class_filter' else 0
         if classes and min(classes) < lowest:
             raise UserError(

@@ -123,6 +123,8 @@ def custom(
     random_erasing: None or one of RANDOM_ERASING_PARTS, the part whose images are erased
         (noise-filled rectangle, once, here) with probability random_erasing_prob; never test.
     """
+    if os.path.isdir(traindir) and os.path.isdir(testdir) and os.path.samefile(traindir, testdir):
+        raise UserError(f'--traindir and --testdir are the same folder ({testdir}): test on images not trained on')
     bad = []
     train = scan_folder(traindir, 'traindir', True, skip_bad_images, bad)
     test = scan_folder(testdir, 'testdir', True, skip_bad_images, bad)
