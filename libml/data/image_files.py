@@ -39,7 +39,8 @@ def list_images(directory):
     folder.
     """
     if not os.path.isdir(directory):
-        raise UserError(f'image folder not found: {directory}')
+        what = 'is a file, not a folder of images' if os.path.exists(directory) else 'not found'
+        raise UserError(f'image folder {directory}: {what}')
     paths, seen = [], set()
     _first_visit(directory, seen)
     for parent, folders, files in os.walk(directory, followlinks=True):

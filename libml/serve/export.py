@@ -258,6 +258,8 @@ def export(path, out='', overwrite=False, img_size=0, class_mapping='', root=Non
     prefix, run_dir = find_run(path)
     out = os.path.abspath(out or os.path.join(run_dir, 'export'))
     check_writable(out, overwrite)
+    if os.path.exists(out) and not is_saved_model(out):
+        raise UserError(f'{out} exists and is not an export (no saved_model.pb): choose another --out')
     reader, shapes = read_checkpoint(prefix)
     args = run_folder.read_args(run_dir)
     if args and all(args.get(k) is not None for k in ARCH_KEYS):

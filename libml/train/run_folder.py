@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 
-from libml.errors import UserError, first_line
+from libml.errors import UserError, first_line, warn
 from libml.files import atomic_output, read_json, write_json
 from libml.train import checkpoints
 
@@ -110,10 +110,23 @@ def data_path(run_dir):
     return os.path.join(run_dir, 'data.json')
 
 
+def _record(path, what):
+    """A run's JSON record: {} when absent, or unreadable (cut short, edited) with a warning: it is written again."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        record = read_json(path, what)
+    except UserError as e:
+        record = str(e)
+    if not isinstance(record, dict):
+        warn(f'{path} is not a readable {what} ({record}): writing it again')
+        return {}
+    return record
+
+
 def read_data(run_dir):
     """What the run recorded of its data when it started (`record_data`); {} for runs that predate it."""
-    path = data_path(run_dir)
-    return read_json(path, 'run data record') if os.path.exists(path) else {}
+    return _record(data_path(run_dir), 'run data record')
 
 
 def record_data(run_dir, fingerprint, **fields):
@@ -152,15 +165,18 @@ def check_same_data(run_dir, recorded, fingerprint):
 def write_status(run_dir, **fields):
     """Updates run.json: {'run_dir', 'status' (training|done|failed), 'images', 'accuracy': {...}, ...}."""
     path = os.path.join(run_dir, 'run.json')
-    record = read_json(path, 'run record') if os.path.exists(path) else {}
+    record = _record(path, 'run record')
     record.update(fields, run_dir=run_dir)
     with atomic_output(path, overwrite=True) as tmp, open(tmp, 'w') as f:
         json.dump(record, f, indent=2, sort_keys=True)
 
 
 def read_status(run_dir):
-    """run.json of a run; UserError when the run never started."""
-    return read_json(os.path.join(run_dir, 'run.json'), 'run record')
+    """run.json of a run ({} when unreadable, with a warning); UserError when the run never started."""
+    path = os.path.join(run_dir, 'run.json')
+    if not os.path.exists(path):
+        raise UserError(f'run record not found: {path}')
+    return _record(path, 'run record')
 
 
 def resume(trainer, run_dir):
