@@ -198,7 +198,7 @@ class DataSet:
     def fingerprint(self):
         """What the run's data is: each file's size and record count, and a hash of the split map.
 
-        A split or dataset rebuilt from other images changes it (`rundir.check_same_data`).
+        A split or dataset rebuilt from other images changes it (`run_folder.check_same_data`).
         """
         files = {'label': self._labelled.scan, 'test': self._test.scan}
         if self._unlabelled is not None:
