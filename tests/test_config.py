@@ -84,3 +84,9 @@ def damaged_copy(run_dir, where, damage):
             raw[len(raw) // 2] ^= 0xFF
         open(data_file, 'wb').write(bytes(raw))
     return newest
+
+
+def test_a_list_that_repeats_a_seed_or_a_class_is_refused():
+    with pytest.raises(UserError, match='--seeds=1,2,1 lists a seed twice'):
+        config.parse_int_list('1,2,1', 'seeds', each='seed')
+    assert config.parse_int_list('3,1,2', 'seeds', each='seed') == [3, 1, 2]

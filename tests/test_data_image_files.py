@@ -3,10 +3,12 @@
 import os
 
 from libml.data import image_files
+from libml.data.builders import folders
 from libml.errors import UserError
 
 import numpy as np
 import pytest
+from guards import png
 from PIL import Image
 from test_scripts_create_datasets import noise, save
 
@@ -84,3 +86,32 @@ def test_load_image_scales_16_bit_grayscale_png(tmp_path):
     assert (image_files.load_image(tmp_path / 'grey.png') == 125).all()
     assert (image_files.load_image(tmp_path / 'grey.png', size=4, channels=3) == 125).all()
     assert image_files.probe_image(tmp_path / 'grey.png') == (8, 8, True)
+
+
+def test_an_image_folder_that_is_a_file_says_so(tmp_path):
+    image = tmp_path / 'x.png'
+    image.write_bytes(b'')
+    with pytest.raises(UserError, match='x.png: is a file, not a folder of images'):
+        image_files.list_images(str(image))
+
+
+def test_image_folders_follow_links_skip_what_is_not_a_file_and_name_classes_by_their_folder(tmp_path, capsys):
+    root, elsewhere = tmp_path / 'train', tmp_path / 'elsewhere'
+    png(root / 'cat' / '2019' / 'a.png', 10)
+    png(root / 'cat' / 'b.png', 20)
+    png(elsewhere / 'dog' / '2019' / 'c.png', 200)
+    os.symlink(elsewhere / 'dog', root / 'dog')  # a class folder that is a link
+    os.symlink(root, root / 'cat' / 'loop')  # a link back up: listed once
+    os.symlink(tmp_path / 'nowhere.png', root / 'cat' / 'broken.png')
+    os.mkfifo(root / 'cat' / 'fifo.png')  # reading it would block forever
+    found = [os.path.relpath(p, root) for p in image_files.list_images(str(root))]
+    assert found == ['cat/2019/a.png', 'cat/b.png', 'dog/2019/c.png']
+    warnings = capsys.readouterr().err.splitlines()
+    assert sorted(w.split(':')[0] for w in warnings) == ['warning'] * 3
+    assert any('fifo.png: not a regular file' in w for w in warnings) and any('loop' in w for w in warnings)
+    assert [image_files.class_of(root / p, root) for p in found] == ['cat', 'cat', 'dog']
+    png(tmp_path / 'test' / 'dog' / 'd.png', 250)
+    built, _ = folders.custom(str(root), str(tmp_path / 'test'))
+    assert built.class_names == ['cat', 'dog']
+    items, count = built.splits['train']
+    assert count == 3 and [label for _, label in items] == [0, 0, 1]

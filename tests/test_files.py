@@ -1,17 +1,27 @@
 """Atomic outputs: a full disk or an unwritable folder is one line naming the output (libml/files.py)."""
 
+import glob
 import os
 import pathlib
+import signal
+import subprocess
+import sys
 
+from libml import config, files
+from libml.data import names
 from libml.errors import UserError
 from libml.files import atomic_output, atomic_outputs
+from libml.train import checkpoints
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_user_error, run_cli, tmpfs
+from conftest import ROOT, assert_user_error, run_cli, tmpfs
+from guards import temp_files
 from test_data_dataset import NCLASS
 from test_data_splits import write_train
+
+import realmix
 
 
 def test_full_disk_names_the_output(tmp_path):
@@ -53,3 +63,43 @@ def test_unwritable_folder_names_the_folder(ml_data, tmp_path):
         'Read-only file system',
     )
     assert '.tmp' not in proc.stderr
+
+
+def test_file_names_tensorflow_cannot_open_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    not_utf8 = os.path.join(str(tmp_path), os.fsdecode(b'exp\xe9'))
+    with pytest.raises(UserError, match='--train_dir=.*: must be a UTF-8 path'):
+        config.build(realmix.RealMix, train_dir=not_utf8)
+    monkeypatch.setenv('ML_DATA', os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b'data\xe9')))
+    with pytest.raises(UserError, match=r'\$ML_DATA=.*: TensorFlow opens only files whose names are UTF-8'):
+        names.data_dir()
+    os.makedirs(os.path.join(not_utf8, 'tf'))
+    with pytest.raises(UserError, match='checkpoint=.*: TensorFlow opens only'):
+        checkpoints.normalise(not_utf8)
+
+
+def hold_output(path):
+    """A live process writing `path` (inside files.atomic_output), until its stdin closes; it prints its pid."""
+    code = (
+        'import sys\nfrom libml import files\n'
+        f'with files.atomic_output({str(path)!r}) as tmp:\n    print(flush=True)\n    sys.stdin.read()\n'
+    )
+    proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdout.readline()  # its temporary file exists
+    return proc
+
+
+def test_one_writer_per_output_and_dead_writers_files_are_cleaned(digits):
+    unlabel_out = names.split_paths('digits_aug3.1@50', str(digits))[1]
+    writer = hold_output(unlabel_out)
+    proc = run_cli(
+        ['scripts/make_aug_copy.py', '--aug_dataset=digits.1@50', '--aug_copy=3', '--augment=svhn'], digits, check=False
+    )
+    assert_user_error(proc, f'{unlabel_out} is being written by pid {writer.pid} now')
+    assert proc.stdout == '' and not glob.glob(str(digits / 'SSL' / 'digits_aug3*'))  # no plan printed, no file
+    with pytest.raises(UserError, match=f'is being written by pid {writer.pid}'):  # any writer, the same rule
+        files.write_json(unlabel_out, {})
+    writer.send_signal(signal.SIGKILL)  # killed -9: its temporary file stays ...
+    writer.wait()
+    assert len(temp_files(digits / 'SSL')) == 1
+    files.write_json(str(digits / 'SSL' / 'another.json'), {})  # ... until the next writer in that folder
+    assert temp_files(digits / 'SSL') == []

@@ -112,3 +112,22 @@ def test_filter_error_leaves_no_file(ml_data):
     )
     assert_user_error(proc, 'holds no record with a label in 12,13')
     assert files_under(ml_data) == before
+
+
+def test_filter_dataset_never_writes_over_its_input_even_through_a_link(digits, tmp_path):
+    test_file = digits / 'digits-test.tfrecord'
+    before = test_file.read_bytes()
+    os.symlink(test_file, tmp_path / 'link.tfrecord')
+    proc = run_cli(
+        [
+            'filter_dataset.py',
+            '--class_filter=1,2',
+            f'--filter_dataset={tmp_path / "link.tfrecord"}',
+            f'--save_name={test_file}',
+            '--overwrite',
+        ],
+        digits,
+        check=False,
+    )
+    assert_user_error(proc, 'would replace the input file')
+    assert test_file.read_bytes() == before

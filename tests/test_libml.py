@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_user_error, run_cli
+from guards import python_env
 
 # Imports libml (as every entry point does before TensorFlow), then spawns a child as the scripts do.
 _PROBE = r"""
@@ -37,3 +38,22 @@ def test_a_python_without_tensorflow_gets_one_line_naming_the_fix():
         f'error: tensorflow is not installed for {sys.executable}: run `make venv` and `. .venv/bin/activate` '
         '(or `pip install -r requirements.txt`)'
     ]
+
+
+def test_tensorflow_adds_no_multi_line_warnings(trained, digits, tmp_path):
+    _, run_dir, _ = trained
+    wrong = run_cli(
+        ['realmix.py', f'--eval_ckpt={run_dir}/tf/model.ckpt-0000002048', '--filters=16'], digits, check=False
+    )
+    assert_user_error(wrong, 'does not fit this model')
+    assert len(wrong.stderr.strip().splitlines()) == 1  # not TensorFlow's list of unrestored values
+    code = (
+        'from libml.data.dataset import DataSet\n'
+        f'ds = DataSet.from_records("x-20", {str(digits / "digits-train.tfrecord")!r}, '
+        f'{str(digits / "digits-test.tfrecord")!r}, 20)\n'
+        'print(sum(len(y) for _, y in ds.eval_labelled(512)))\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, env=python_env(digits)
+    )
+    assert proc.stdout.strip() == '1277' and proc.stderr == '', proc.stderr  # a filtered part: no AutoGraph notice

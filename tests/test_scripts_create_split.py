@@ -89,3 +89,17 @@ def test_create_split_error_leaves_no_file(ml_data):
     )
     assert_user_error(proc, 'exceeds the 200 labelled records')
     assert files_under(ml_data) == before
+
+
+def test_a_split_that_leaves_classes_without_labels_warns(digits):
+    proc = run_cli(
+        [
+            'scripts/create_split.py',
+            '--seed=3',
+            '--label_split_size=5',
+            digits / 'SSL' / 'digits',
+            digits / 'digits-train.tfrecord',
+        ],
+        digits,
+    )
+    assert 'warning: 5 of the 10 classes get no labelled image' in proc.stderr

@@ -131,3 +131,10 @@ def test_full_disk_during_make_aug_copy(ml_data):
         )
         assert_user_error(proc, 'no space left on the device', str(ssl), 'tiny_aug200.1@50-unlabel.tfrecord')
         assert '.tmp' not in proc.stderr and files_under(ssl) == before
+
+
+def test_make_aug_copy_lists_only_augmentations_it_takes(digits):
+    proc = run_cli(
+        ['scripts/make_aug_copy.py', '--aug_dataset=digits.1@50', '--aug_copy=2', '--augment=foo'], digits, check=False
+    )
+    assert_user_error(proc, '--augment=foo is not an augmentation: choose cifar10, svhn, stl10, color or cutout')

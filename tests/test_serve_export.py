@@ -373,3 +373,12 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
     proc = run_cli(['scripts/export.py', corrupt], check=False)
     assert proc.returncode == 1 and proc.stderr.startswith('error: checkpoint ') and 'unreadable' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_export_replaces_only_an_export(trained, tmp_path):
+    _, run_dir, _ = trained
+    precious = tmp_path / 'notes.txt'
+    precious.write_text('not an export')
+    with pytest.raises(UserError, match='notes.txt exists and is not an export'):
+        export.export(run_dir, out=str(precious), overwrite=True)
+    assert precious.read_text() == 'not an export'

@@ -1,10 +1,16 @@
 """--perform_inference: folder predictions against --eval_ckpt (libml/serve/inference.py)."""
 
+import os
 import re
+
+from libml import files
+from libml.serve import inference
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import TINY_TRAIN, run_cli
+from guards import png
 from PIL import Image
 from test_train_run import export_test_images
 
@@ -66,3 +72,17 @@ def test_grayscale_inference_resizes_rgb_images(trained, digits, tmp_path):
     )
     assert 'Inference accuracy' in out.stdout
     assert np.load(tmp_path / 'digits.1@50-250_pred.npy').shape == (1,)
+
+
+def test_predictions_keep_file_names_byte_for_byte_and_never_start_a_formula(tmp_path):
+    folder = tmp_path / 'inference'
+    name = os.fsdecode(b'caf\xe9.png')  # not UTF-8
+    png(folder / '=cmd' / name, 100)
+    png(folder / 'b' / '1.png', 200)
+    brightness = lambda x: tf.stack([tf.reduce_mean(x, [1, 2, 3]), -tf.reduce_mean(x, [1, 2, 3])], axis=1)
+    inference.infer(brightness, (8, 8, 1), ['=cmd', '-1'], str(folder), str(tmp_path / 'out' / 'p'), 4, False)
+    assert np.load(tmp_path / 'out' / 'p.npy').tolist() == [1, 0]  # the darker image first ('=' sorts before 'b')
+    rows = (tmp_path / 'out' / 'p.csv').read_bytes().splitlines()
+    assert rows[1].startswith(os.fsencode(str(folder)) + b'/=cmd/caf\xe9.png,-1,')  # the name as on disk; -1 a number
+    assert rows[2].startswith(os.fsencode(str(folder)) + b"/b/1.png,'=cmd,")  # a formula-like name quoted
+    assert files.csv_cell('+0.5') == '+0.5' and files.csv_cell('@SUM(A1)') == "'@SUM(A1)"

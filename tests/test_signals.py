@@ -7,15 +7,11 @@ import signal
 import subprocess
 import sys
 
-from libml import cli, config, files
-from libml.errors import UserError
-from libml.train import run, run_folder
+from libml import files, signals
 
 import pytest
-from conftest import ROOT, TINY_TRAIN
-from guards import DATASET, python_env, temp_files, tiny_config, wait_for
-
-import realmix
+from conftest import ROOT
+from guards import python_env, temp_files, wait_for
 
 
 def test_sigterm_stops_a_writer_and_removes_its_temporary_files(digits):
@@ -61,28 +57,13 @@ def signals_name(signum):
     return {signal.SIGTERM: 'SIGTERM', signal.SIGINT: 'SIGINT (Ctrl-C)'}[signum]
 
 
-def test_a_trainer_stopped_by_sigterm_says_so_and_records_it(digits, tmp_path):
-    args = [f'--dataset={DATASET}', f'--train_dir={tmp_path}', '--train_kimg=64'] + TINY_TRAIN
-    run_dir = config.run_dir(cli.parse(realmix.RealMix, args), realmix.RealMix)
-    status = os.path.join(run_dir, 'run.json')
-    proc = subprocess.Popen(
-        [sys.executable, 'realmix.py'] + args,
-        cwd=ROOT,
-        env=python_env(digits),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(lambda: os.path.exists(status) and 'training' in open(status).read(), 'training to start')
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert err.decode().strip().splitlines() == ['error: stopped by SIGTERM']
-    assert run_folder.read_status(run_dir)['status'] == 'stopped: SIGTERM'
-    assert not [p for p in glob.glob(os.path.join(run_dir, '**', '.*'), recursive=True) if p.endswith('.tmp')]
-
-
-def test_a_run_refused_before_training_leaves_no_folder(digits, tmp_path):
-    cfg = tiny_config(tmp_path / 'exp', train_kimg=1, load_checkpoint=str(tmp_path / 'missing'))
-    with pytest.raises(UserError, match='checkpoint not found'):
-        run.train(cfg, realmix.RealMix)
-    assert not os.path.exists(tmp_path / 'exp')
+def test_sighup_stops_like_sigterm():
+    previous = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    try:
+        signals.install()
+        with pytest.raises(signals.Stopped) as stopped:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert signals.outcome(stopped.value) == 'stopped: SIGHUP'
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,6 +1,7 @@
 """End-to-end runs of the training commands at tiny size, and the shared loop's guarantees."""
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -11,13 +12,15 @@ import subprocess
 import sys
 import time
 
-from libml import config
+from libml import cli, config
 from libml.data.streams import DEFAULT_CACHE_MB
+from libml.errors import UserError
 from libml.report import events
 from libml.train import run, run_folder
 
 import pytest
-from conftest import ROOT, TINY_TRAIN, run_cli
+from conftest import ROOT, TINY_TRAIN, read, run_cli
+from guards import DATASET, python_env, rebuilt_from_test_images, tiny_config, wait_for
 
 import flexmatch
 import freematch
@@ -222,3 +225,55 @@ def test_automatic_cache_size_is_pinned_by_the_run_for_an_exact_resume(tmp_path)
     run_folder.write_status(run_dir, cache_mb=123)  # what the run's first session used
     assert run.pinned_cache(cfg, run_dir).cache_mb == 123
     assert run.pinned_cache(cfg.replace(cache_mb=0), run_dir).cache_mb == 0  # an explicit value wins
+
+
+def test_a_trainer_stopped_by_sigterm_says_so_and_records_it(digits, tmp_path):
+    args = [f'--dataset={DATASET}', f'--train_dir={tmp_path}', '--train_kimg=64'] + TINY_TRAIN
+    run_dir = config.run_dir(cli.parse(realmix.RealMix, args), realmix.RealMix)
+    status = os.path.join(run_dir, 'run.json')
+    proc = subprocess.Popen(
+        [sys.executable, 'realmix.py'] + args,
+        cwd=ROOT,
+        env=python_env(digits),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(lambda: os.path.exists(status) and 'training' in open(status).read(), 'training to start')
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.decode().strip().splitlines() == ['error: stopped by SIGTERM']
+    assert run_folder.read_status(run_dir)['status'] == 'stopped: SIGTERM'
+    assert not [p for p in glob.glob(os.path.join(run_dir, '**', '.*'), recursive=True) if p.endswith('.tmp')]
+
+
+def test_a_run_refused_before_training_leaves_no_folder(digits, tmp_path):
+    cfg = tiny_config(tmp_path / 'exp', train_kimg=1, load_checkpoint=str(tmp_path / 'missing'))
+    with pytest.raises(UserError, match='checkpoint not found'):
+        run.train(cfg, realmix.RealMix)
+    assert not os.path.exists(tmp_path / 'exp')
+
+
+def test_resuming_on_rebuilt_data_is_refused_and_old_runs_record_their_data(trained, digits, tmp_path, capsys):
+    _, source, _ = trained
+    train_dir = tmp_path / 'exp'
+    run_dir = train_dir / DATASET / os.path.basename(source)
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns('.lock'))
+    os.remove(run_dir / 'data.json')  # a run folder from before the fingerprint: resumes, and records it
+    trainer = run.train(tiny_config(train_dir, train_kimg=3), realmix.RealMix)
+    assert int(trainer.images_seen.numpy()) == 3072
+    recorded = run_folder.read_data(str(run_dir))
+    files = {'label': 'digits.1@50-label', 'unlabel': 'digits.1@50-unlabel', 'test': 'digits-test'}
+    for role, stem in files.items():
+        path = digits / ('SSL' if role != 'test' else '') / f'{stem}.tfrecord'
+        assert recorded[role] == {'bytes': os.path.getsize(path), 'records': len(read(path)[1])}
+    map_bytes = (digits / 'SSL' / 'digits.1@50-map.json').read_bytes()
+    assert recorded['split_map_sha256'] == hashlib.sha256(map_bytes).hexdigest()
+
+    rebuilt_from_test_images(digits)
+    before = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file()}
+    with pytest.raises(UserError, match=r'was trained on other data: .*its unlabel file held 1247 records .* now 450'):
+        run.train(tiny_config(train_dir, train_kimg=4), realmix.RealMix)
+    assert {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file()} == before  # refused: nothing written
+    with pytest.raises(UserError, match=r'start a new run instead \(delete or move .*, or pass another --train_dir\)'):
+        run.train(tiny_config(train_dir, train_kimg=4), realmix.RealMix)

@@ -1,6 +1,7 @@
 """A run's folder: its lock, resume past unreadable checkpoints, fine-tuning (libml/train/run_folder.py)."""
 
 import glob
+import json
 import os
 import re
 
@@ -89,3 +90,16 @@ def test_load_checkpoint_copies_every_layer_but_the_head(trained, digits, tmp_pa
     for key in keys:
         same = np.array_equal(before.get_tensor(key), after.get_tensor(key))
         assert same == (key not in head), key  # lr=0: trained weights stay as loaded, the head is new
+
+
+def test_a_cut_short_run_record_is_written_again_with_a_warning(tmp_path, capsys):
+    run_folder.write_status(str(tmp_path), status='training', cache_mb=7)
+    text = (tmp_path / 'run.json').read_text()
+    (tmp_path / 'run.json').write_text(text[: len(text) // 2])  # a disk that filled up under another tool
+    assert run_folder.read_status(str(tmp_path)) == {}
+    run_folder.write_status(str(tmp_path), status='done')
+    assert json.loads((tmp_path / 'run.json').read_text()) == {'run_dir': str(tmp_path), 'status': 'done'}
+    (tmp_path / 'data.json').write_text('[1, 2]')
+    assert run_folder.read_data(str(tmp_path)) == {}
+    err = capsys.readouterr().err
+    assert 'run.json is not a readable run record' in err and 'data.json is not a readable run data record' in err
