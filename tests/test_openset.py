@@ -1,4 +1,5 @@
-"""OpenMatch, IOMatch, outlier scores and the outlier AUROC (SPEC §11) against hand computations and scikit-learn."""
+"""OpenMatch, IOMatch, outlier scores and the outlier AUROC against hand computations and scikit-learn
+(docs/algorithms.md#openmatch, #iomatch)."""
 
 import math
 
