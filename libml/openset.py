@@ -11,8 +11,8 @@ binary probabilities are softmax over its pair: p_out_c + p_in_c = 1.
 
 Sources checked (commit in brackets; "file:line" below refers to these): OP_Match =
 VisionLearningGroup/OP_Match [ba1a59c] (OpenMatch's authors' code), IOMatch = nukezil/IOMatch [e7999f1]
-(IOMatch's authors' code, a USB fork that also re-implements OpenMatch). Where the project's first
-summary of these methods differed from the papers and code, the code is followed and the docstring says so.
+(IOMatch's authors' code, a USB fork that also re-implements OpenMatch). Where the project's first summary of
+the methods differs from the papers and code, the code is followed and the docstring says so.
 """
 
 from typing import NamedTuple
@@ -238,7 +238,7 @@ def iomatch_loss(strong_logits, strong_open_logits, probs, ova_logits, p_cutoff=
     (q, s) = `iomatch_targets`; closed mask = [max p >= p_cutoff] * [s < 0.5]; open mask = [max q >= q_cutoff];
     L_ui = mean over all N rows of closed_mask_i * CE(p_i, strong_i); L_op = mean over all N rows of
     open_mask_i * CE(q_i, strong_open_i) (IOMatch iomatch.py:123-147, masks `>=`: hooks/masking.py:46).
-    Departure from the first summary (CE against argmax p): both losses use the SOFT targets p and q
+    Departure from the project's first summary (CE against argmax p): both losses use the SOFT targets p and q
     (`consistency_loss(..., 'ce')` with same-shape targets, iomatch.py:146-147). The caller adds
     L = L_x + 1.0 L_ova(labelled) + 1.0 L_ui + 1.0 L_op (mb/op_loss_ratio 1.0, iomatch.py:195-196) with L_op
     switched off during the first epoch (iomatch.py:149-150). Monitors: mask (closed), open_mask, in_mask
@@ -272,7 +272,7 @@ def iomatch_outlier_score(open_logits):
     return tf.nn.softmax(tf.cast(open_logits, tf.float32))[:, -1]
 
 
-# --- Outlier scores of plain classifiers ---------------------------------------------------
+# --- Outlier scores of plain classifiers -----------------------------------------------------------------
 
 
 def max_softmax_score(probs):

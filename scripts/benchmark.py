@@ -386,8 +386,8 @@ def time_evaluation(trainer, dataset, batch, xla):
     run = lambda: predictor.predict(trainer.ema_model, dataset.eval_test(batch), dataset.nclass)
     run()
     began = time.perf_counter()
-    labels, _ = run()
-    return len(labels) / (time.perf_counter() - began), len(labels)
+    count = len(run().labels)
+    return count / (time.perf_counter() - began), count
 
 
 # --------------------------------------------------------------------------- profile

@@ -3,6 +3,7 @@
 import contextlib
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,3 +180,33 @@ def tmpfs(path, options):
         yield path
     finally:
         subprocess.run(['umount', '-l', str(path)], capture_output=True)
+
+
+# digits6.1@50-0: labelled and test digits 2-7 (renumbered 0-5), unlabelled 0,1,6,7 (50% mismatch), unseen 0,1,8,9.
+MISMATCH_INLIERS, MISMATCH_UNLABELLED, MISMATCH_OTHERS = '2,3,4,5,6,7', '0,1,6,7', '0,1,8,9'
+MISMATCH_DATASET = 'digits6.1@50-0'
+
+
+@pytest.fixture(scope='session')
+def digits_mismatch(digits_source, tmp_path_factory):
+    """$ML_DATA with digits6: labelled and test classes 2-7 (renumbered 0-5), unlabelled 0,1,6,7, unseen 0,1,8,9."""
+    root = tmp_path_factory.mktemp('mismatch_ml_data')
+    shutil.copytree(digits_source, root, dirs_exist_ok=True)
+    order = f'--label_order={MISMATCH_INLIERS}'
+    for part, keep in (('label', MISMATCH_INLIERS), ('unlabel', MISMATCH_UNLABELLED)):
+        source, target = root / 'SSL' / f'digits.1@50-{part}.tfrecord', root / 'SSL' / f'digits6.1@50-{part}.tfrecord'
+        run_cli(
+            [
+                'filter_dataset.py',
+                f'--class_filter={keep}',
+                order,
+                f'--filter_dataset={source}',
+                f'--save_name={target}',
+            ]
+        )
+    for name, keep in (('digits6-test', MISMATCH_INLIERS), ('digits6-unseen', MISMATCH_OTHERS)):
+        source = root / 'digits-test.tfrecord'
+        run_cli(
+            ['filter_dataset.py', f'--class_filter={keep}', order, f'--filter_dataset={source}', f'--save_name={name}']
+        )
+    return root

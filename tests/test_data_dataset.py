@@ -7,13 +7,14 @@ import pathlib
 
 from libml.data import names as datanames
 from libml.data import splits
-from libml.data.dataset import DataSet, balanced_holdout
+from libml.data.dataset import DataSet, balanced_holdout, outlier_status
 from libml.data.records import encode_png, write_records
 from libml.data.streams import DEFAULT_SHUFFLE_BUFFER
 from libml.errors import UserError
 
 import numpy as np
 import pytest
+from conftest import MISMATCH_DATASET
 
 SIDE = 16
 NCLASS = 10
@@ -606,3 +607,21 @@ def test_baseline_data_never_contains_unlabelled_records(ml_data):
     assert len(seen) == 10
     valid = [y for _, ys in dataset.eval_valid(8) for y in ys.numpy()]
     assert valid == [0, 1]
+
+
+def test_outlier_status_by_hand():
+    labels = [0, 3, -1, -1, 2, -1]
+    source = [5, 9, 8, -1, 7, 4]  # labels before --label_order: 8 and 4 became -1, the -1 was unlabelled already
+    np.testing.assert_array_equal(outlier_status(labels, None, [0, 2]), [0, 1, -1, -1, 0, -1])
+    np.testing.assert_array_equal(outlier_status(labels, source, [0, 2]), [0, 1, 1, -1, 0, 1])
+
+
+def test_unlabelled_outlier_sample_is_fixed_and_bounded(digits_mismatch):
+    dataset = DataSet.from_name(MISMATCH_DATASET, root=str(digits_mismatch))
+    _, everyone = dataset.eval_unlabelled_outliers(512, 100000)
+    batches, is_outlier = dataset.eval_unlabelled_outliers(100, 50)
+    again = dataset.eval_unlabelled_outliers(100, 50)[1]
+    assert len(everyone) == dataset.unlabel_count and len(is_outlier) == 50
+    np.testing.assert_array_equal(is_outlier, again)
+    assert sum(len(y) for _, y in batches) == 50 and 0 < is_outlier.sum() < 50
+    assert dataset.eval_unlabelled_outliers(100, 0) is None

@@ -1,4 +1,4 @@
-"""iomatch.py: the loss on a fixed tiny batch against numpy (docs/algorithms.md#iomatch)."""
+"""iomatch.py: its loss on a fixed tiny batch, a linear model with heads, against numpy (docs/algorithms.md#iomatch)."""
 
 import numpy as np
 import pytest

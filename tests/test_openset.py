@@ -1,5 +1,4 @@
-"""OpenMatch, IOMatch, outlier scores and the outlier AUROC against hand computations and scikit-learn
-(docs/algorithms.md#openmatch, #iomatch)."""
+"""OpenMatch, IOMatch and the outlier scores (libml/openset.py) against hand computations."""
 
 import math
 
@@ -76,9 +75,6 @@ def test_ova_outlier_score_and_inliers_by_hand():
     np.testing.assert_array_equal(state.numpy(), [1, 1, 1, 0, 1])  # image 3 written twice: its last row (0) wins
 
 
-# --- IOMatch -----------------------------------------------------------------------------------------------
-
-
 def test_selected_fixmatch_loss_by_hand():
     # Rows: weak logits with argmax 0, 1, 0, 2; q_max of row 3 is 0.5 < 0.6; rows 0, 1, 3 selected.
     weak = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.25, 0.25, 0.5]], np.float32))
@@ -95,6 +91,9 @@ def test_selected_fixmatch_loss_by_hand():
     assert float(loss) == pytest.approx((-math.log(0.5) - math.log(0.4) - math.log(0.8)) / 3, rel=1e-5)
     loss, mask, _ = openset.selected_fixmatch_loss(weak, strong, np.zeros(4, np.float32))
     assert float(loss) == 0.0 and not mask.numpy().any()
+
+
+# --- IOMatch -----------------------------------------------------------------------------------------------
 
 
 def test_iomatch_align_queue_by_hand():
@@ -166,7 +165,7 @@ def test_iomatch_outlier_score():
     np.testing.assert_allclose(openset.iomatch_outlier_score([[0, 0, 0, math.log(3)]]).numpy(), [0.5], rtol=1e-6)
 
 
-# --- Outlier scores and AUROC ------------------------------------------------------------------------------
+# --- Outlier scores ----------------------------------------------------------------------------------------
 
 
 def test_max_softmax_and_percent_mask_scores():

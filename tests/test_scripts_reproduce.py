@@ -12,6 +12,10 @@ import archives
 import pytest
 from conftest import assert_user_error, run_cli
 
+import algorithms
+
+algorithms.load()  # the methods the tables name, registered by their algorithm files
+
 
 def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits, tmp_path):
     run_cli(['scripts/reproduce.py', '--quick', '--tables=b', f'--train_dir={tmp_path}'], ml_data=digits, timeout=900)

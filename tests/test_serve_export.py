@@ -382,3 +382,26 @@ def test_export_replaces_only_an_export(trained, tmp_path):
     with pytest.raises(UserError, match='notes.txt exists and is not an export'):
         export.export(run_dir, out=str(precious), overwrite=True)
     assert precious.read_text() == 'not an export'
+
+
+def test_iomatch_export_serves_the_open_heads_outlier_probability(tmp_path):
+    heads = models.Heads(ova=True, open=True, projection=16)
+    build = lambda: models.create_model('resnet', 4, (8, 8, 3), filters=8, repeat=1, heads=heads)
+    raw, ema = build(), build()
+    for variable in raw.variables:  # batch-norm statistics the export must copy into the EMA model
+        if not variable.trainable:
+            variable.assign(tf.random.uniform(variable.shape, 0.5, 2.0))
+    run_dir = tmp_path / 'IOMatch_run'
+    prefix = tf.train.Checkpoint(model=raw, ema_model=ema).write(str(run_dir / 'tf' / 'model.ckpt-0000001024'))
+    _, shapes = export.read_checkpoint(prefix)
+    assert export.heads_from_checkpoint(shapes) == heads
+    info = export.export(str(run_dir), img_size=8, log=lambda _: None)
+    assert info['outlier_score'] == 'open'
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 8, 8, 3)).astype(np.float32)
+    for dst, src in zip(ema.variables, raw.variables):
+        if not src.trainable:
+            dst.assign(src)
+    z = ema.outputs(tf.constant(x), training=False)['open'].numpy().astype(np.float64)
+    expected = np.exp(z[:, -1]) / np.exp(z).sum(1)
+    served = export.load_serving(info['out']).model_range(x)
+    np.testing.assert_allclose(served['outlier_score'], expected, atol=1e-5)

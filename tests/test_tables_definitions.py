@@ -23,8 +23,8 @@ def test_fashion_cells_train_with_their_own_flags_over_the_methods_defaults(tmp_
     assert all('_mixed_precisionTrue_' in folder[m] for m in ('MixMatch', 'RealMix', 'FixMatch', 'Supervised'))
     assert '_mixed_precision' not in folder['VAT']
     assert (cells['FixMatch'].kimg, cells['MixMatch'].kimg, cells['Supervised'].kimg) == (160, 192, 384)
+    assert cells['FlexMatch'].kimg == cells['UDA'].kimg == 160  # FixMatch's loop recipe, FixMatch's length
     assert (cells['IOMatch'].kimg, cells['OpenMatch'].kimg) == (160, 192)  # IOMatch's step costs FixMatch's
     # The open-set methods' recipes for short schedules: OpenMatch selects at 8 kimg, then every 4.
     assert '_select_kimg4_start_fix_kimg8_' in folder['OpenMatch'] and '_open_start_kimg1_' in folder['IOMatch']
-    assert cells['FlexMatch'].kimg == cells['UDA'].kimg == 160  # FixMatch's loop recipe, FixMatch's length
     assert all('--report_kimg=4' in c.schedule for c in cells.values())  # last 10 reports = the last 40 kimg

@@ -75,7 +75,8 @@ def mask_shares(group):
 
 def write_table(table, results, out_dir, quiet=False):
     """table_<name>.md/.csv (mean ± std over seeds, paired lead over Supervised, per-seed convergence,
-    per-seed mask share where the table shows it, outlier AUROCs where the cells have them, CPU time) and its plots."""
+    per-seed mask share where the table shows it, outlier AUROCs where the cells have them, CPU time) and its
+    plots."""
     masks = ['mask share, last 10 reports'] if table.show_mask else []
     sets = auroc_sets(results)
     header = [

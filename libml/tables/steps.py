@@ -106,13 +106,13 @@ def run_dir_of(method, flags):
 def train(method, flags, log=None, quiet=True):
     """Trains `method` with `flags` unless its run is complete; returns its outcome.
 
-    Returns dict(run_dir, accuracy (median test accuracy of the last 10 reports), last01,
-    aurocs ({set: median outlier AUROC of the last 10 reports} of the sets the run reports),
-    curve [(images, accuracy)], mask (mean of `monitors/mask` over the last 10 reports: the share
-    or mean weight of the unlabelled rows trained on; None for methods that do not log it), wall_s
-    (this call), train_s (from the events: each session's first to last event, so it stays right
-    for resumed runs), cpu_s (from the events, summed over sessions likewise; None for runs with
-    sessions that did not record it), command).
+    Returns dict(run_dir, accuracy (median test accuracy of the last 10 reports), aurocs ({set: median
+    outlier AUROC of the last 10 reports} of the sets the run reports), last01, curve [(images,
+    accuracy)], mask (mean of `monitors/mask` over the last 10 reports: the share or mean weight of
+    the unlabelled rows trained on; None for methods that do not log it), wall_s (this call), train_s
+    (from the events: each session's first to last event, so it stays right for resumed runs), cpu_s
+    (from the events, summed over sessions likewise; None for runs with sessions that did not record
+    it), command).
     """
     args = [script_of(method)] + merged_flags(algorithm.method(method).flags(), flags)
     settings = cli.parse(algorithm_of(method), args[1:])
