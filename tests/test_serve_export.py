@@ -344,6 +344,7 @@ def test_overwrite_is_explicit_and_atomic(runs, tmp_path):
         export.export(run['run_dir'], root=str(runs['root']), log=lambda _: None)
     out = tmp_path / 'replaced'
     out.mkdir()
+    (out / 'saved_model.pb').write_bytes(b'an older export')
     (out / 'stale.txt').write_text('old export')
     export.export(run['run_dir'], out=str(out), overwrite=True, root=str(runs['root']), log=lambda _: None)
     assert export.is_saved_model(str(out)) and not (out / 'stale.txt').exists()

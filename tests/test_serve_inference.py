@@ -79,7 +79,7 @@ def test_predictions_keep_file_names_byte_for_byte_and_never_start_a_formula(tmp
     name = os.fsdecode(b'caf\xe9.png')  # not UTF-8
     png(folder / '=cmd' / name, 100)
     png(folder / 'b' / '1.png', 200)
-    brightness = lambda x: tf.stack([tf.reduce_mean(x, [1, 2, 3]), -tf.reduce_mean(x, [1, 2, 3])], axis=1)
+    brightness = lambda x: {'probabilities': tf.stack([tf.reduce_mean(x, [1, 2, 3]), -tf.reduce_mean(x, [1, 2, 3])], 1)}
     inference.infer(brightness, (8, 8, 1), ['=cmd', '-1'], str(folder), str(tmp_path / 'out' / 'p'), 4, False)
     assert np.load(tmp_path / 'out' / 'p.npy').tolist() == [1, 0]  # the darker image first ('=' sorts before 'b')
     rows = (tmp_path / 'out' / 'p.csv').read_bytes().splitlines()
