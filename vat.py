@@ -9,7 +9,7 @@ from libml.config import hyper, non_negative, positive, warmup_pos
 
 
 class VAT(algorithm.Algorithm):
-    """L = L_x + vat * ramp * KL(p(f(u_1 + r)) || sg p(f(u_1))) + entmin_weight * H(p(f(u_1))).
+    """L = L_x + vat * ramp * KL(sg p(f(u_1)) || p(f(u_1 + r))) + entmin_weight * H(p(f(u_1))).
 
     docs/algorithms.md#vat
     """

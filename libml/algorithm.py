@@ -203,21 +203,17 @@ def dataset_options(config):
     )
 
 
-def forward_interleaved(model, batches, heads=False):
-    """Logits of equal-size `batches` [b, ...] with batch-norm statistics from mixed batches.
+def forward_interleaved(model, batches):
+    """Logits of equal-size `batches` [b, ...] with batch-norm statistics from mixed batches (MixMatch's pass).
 
     The batches are interleaved (every forward batch holds rows of each), run in training mode
     (only the first updates the moving statistics), and the logits de-interleaved: returns a list
-    of [b, K] logits in the order of `batches`. With `heads`, every head's output
-    (`model.outputs`): {'logits': [[b, K], ...], 'ova': [[b, 2K], ...], ...}.
+    of [b, K] logits in the order of `batches`.
     """
     size = batches[0].shape[0]
     mixed = maths.interleave(batches, size)
-    forward = model.outputs if heads else model
-    out = [forward(mixed[0], training=True, update_stats=True)]
-    out += [forward(b, training=True, update_stats=False) for b in mixed[1:]]
-    if heads:
-        return {key: maths.interleave([o[key] for o in out], size) for key in out[0]}
+    out = [model(mixed[0], training=True, update_stats=True)]
+    out += [model(b, training=True, update_stats=False) for b in mixed[1:]]
     return maths.interleave(out, size)
 
 
@@ -261,20 +257,21 @@ FIXMATCH_LOOP = {'optimizer': 'sgd', 'lr': 0.03, 'lr_decay': 'cosine', 'wd': 0.0
 
 
 def forward_views(step, labelled, unlabelled, heads=False):
-    """One interleaved pass over [x; u_1; ...; u_V]: the labelled images and every unlabelled view.
+    """One training-mode forward of [x; u_1; ...; u_V]: the labelled images and every unlabelled view.
 
-    Batch-norm statistics of mixed batches (`forward_interleaved`); unlabelled images [u, V, H, W, C],
-    u a multiple of b. Returns the logits of x [b, K] and of each view [u, K], in that order; with
+    Batch-norm statistics of the whole concatenated batch, which also updates the moving statistics,
+    as FixMatch's and its successors' code does (docs/algorithms.md#fixmatch). Unlabelled images
+    [u, V, H, W, C]. Returns the logits of x [b, K] and of each view [u, K], in that order; with
     `heads`, {head name: [outputs of x, of view 1, ...]} (`model.outputs`).
     """
     x = labelled[0]
     views = tf.unstack(unlabelled[0], axis=1)
-    batch, rows = x.shape[0], views[0].shape[0]
-    out = forward_interleaved(step.model, tf.split(tf.concat([x] + views, 0), 1 + len(views) * rows // batch), heads)
-    sizes = [batch] + [rows] * len(views)
+    forward = step.model.outputs if heads else step.model
+    out = forward(tf.concat([x] + views, 0), training=True, update_stats=True)
+    sizes = [x.shape[0]] + [views[0].shape[0]] * len(views)
     if heads:
-        return {key: tf.split(tf.concat(parts, 0), sizes) for key, parts in out.items()}
-    return tf.split(tf.concat(out, 0), sizes)
+        return {key: tf.split(value, sizes) for key, value in out.items()}
+    return tf.split(out, sizes)
 
 
 def weak_strong_logits(step, labelled, unlabelled):

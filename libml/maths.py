@@ -335,12 +335,12 @@ def vat_perturbation(forward, x, logits, seed, xi=1e-6, eps=6.0):
 
 
 def vat_loss(student_logits, teacher_logits):
-    """L_vat = mean KL(p(student) || sg p(teacher)), student first as in the original (docs/algorithms.md#vat).
+    """L_vat = mean KL(sg p(teacher) || p(student)): the VAT paper's LDS, the fixed prediction first.
 
     student_logits: [N, K] = f(u_1 + r), gradients flow; teacher_logits: [N, K] = z = f(u_1),
-    stop-gradient inside. Returns a float32 scalar.
+    stop-gradient inside. Returns a float32 scalar (docs/algorithms.md#vat).
     """
-    return kl_divergence(student_logits, tf.stop_gradient(tf.cast(teacher_logits, tf.float32)))
+    return kl_divergence(tf.stop_gradient(tf.cast(teacher_logits, tf.float32)), student_logits)
 
 
 def _hard_label_loss(logits, labels, mask):
