@@ -33,7 +33,8 @@ class Algorithm:
     name: the harness's name (USB's registry name); method: the project's (the label of its `Method`
     in libml/algorithm.py's registry); flags: the project's flags beyond the schedule and the
     method's own; usb: USB's own hyper-parameters (its argument names); recipe: optimiser settings
-    (ADAM or SGD); uratio: unlabelled images per labelled one.
+    (ADAM or SGD); uratio: unlabelled images per labelled one; state: what the algorithm carries across
+    steps, ((its name in the project's `Algorithm.initial_state`, USB's hook, that hook's attribute), ...).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Algorithm:
     usb: dict
     recipe: dict
     uratio: int = 1
+    state: tuple = ()
 
 
 ALGORITHMS = {
@@ -69,6 +71,48 @@ ALGORITHMS = {
         ),
         Algorithm(
             'fixmatch', 'FixMatch', (), dict(ulb_loss_ratio=1.0, p_cutoff=0.95, T=0.5, hard_label=True), SGD, uratio=7
+        ),
+        # FixMatch's successors: the project's defaults in USB's names (semilearn/algorithms/<name>/<name>.py
+        # get_argument); T is USB's sharpening of the weak view, unused with hard labels.
+        Algorithm(
+            'flexmatch',
+            'FlexMatch',
+            (),
+            dict(ulb_loss_ratio=1.0, p_cutoff=0.95, T=0.5, hard_label=True, thresh_warmup=True),
+            SGD,
+            uratio=7,
+            state=(('selected', 'MaskingHook', 'selected_label'),),
+        ),
+        Algorithm(
+            'freematch',
+            'FreeMatch',
+            (),
+            dict(ulb_loss_ratio=1.0, ent_loss_ratio=0.001, ema_p=0.999, T=0.5, hard_label=True)
+            | dict(use_quantile=False, clip_thresh=False),
+            SGD,
+            uratio=7,
+            state=(
+                ('tau', 'MaskingHook', 'time_p'),
+                ('p', 'MaskingHook', 'p_model'),
+                ('hist', 'MaskingHook', 'label_hist'),
+            ),
+        ),
+        Algorithm(
+            'softmatch',
+            'SoftMatch',
+            (),
+            dict(ulb_loss_ratio=1.0, ema_p=0.999, n_sigma=2, T=0.5, hard_label=True)
+            | dict(dist_align=True, dist_uniform=True, per_class=False),
+            SGD,
+            uratio=7,
+            state=(
+                ('pbar', 'DistAlignHook', 'p_model'),
+                ('mu', 'MaskingHook', 'prob_max_mu_t'),
+                ('var', 'MaskingHook', 'prob_max_var_t'),
+            ),
+        ),
+        Algorithm(
+            'uda', 'UDA', (), dict(ulb_loss_ratio=1.0, p_cutoff=0.8, T=0.4, tsa_schedule='linear'), SGD, uratio=7
         ),
     )
 }

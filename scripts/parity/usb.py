@@ -20,8 +20,10 @@ Run in USB's venv (`make parity-env` builds it and runs this module as its smoke
 import os
 import sys
 
+from scripts.parity import spec
+
 STUBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'stubs')
-USB_ALGORITHMS = ('supervised', 'pimodel', 'meanteacher', 'vat', 'pseudolabel', 'mixmatch', 'fixmatch')
+USB_ALGORITHMS = tuple(spec.ALGORITHMS)
 _LIBRARY = []  # the torch.library.Library declaring the torchvision schemas (kept alive)
 
 

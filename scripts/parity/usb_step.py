@@ -6,8 +6,11 @@ IN (written by step_check.py): `cell` (JSON of a spec.Cell), `it` (the step), th
 `w/<name>` and EMA weights `e/<name>` in PyTorch names and layouts, the batch (`x_lb` [b, C, H, W],
 `y_lb` [b], `x_ulb_w`, `x_ulb_s` [u, C, H, W]), `hyper/<USB argument>` overrides (thresholds), and the
 draws fixed for the check: `lam` and `perm` (MixMatch's MixUp), `vat_d` (VAT's random direction),
-and `vat_xi` (VAT's finite-difference step, when the check sets it).
-OUT: `loss` and `g/<name>` (d loss / d parameter) of USB's `train_step` on that batch, before any update.
+and `vat_xi` (VAT's finite-difference step, when the check sets it); for the algorithms with state,
+the unlabelled rows' indices `idx_ulb` in a file of `ulb_len` images and the state before the step,
+`state/<hook>/<attribute>`.
+OUT: `loss` and `g/<name>` (d loss / d parameter) of USB's `train_step` on that batch, before any update,
+and `state/<hook>/<attribute>` after the step.
 """
 
 import contextlib
@@ -67,7 +70,7 @@ def step(arrays):
     cell = usb_train.cell_from_json(str(arrays['cell']))
     s = cell.schedule
     nclass, channels = int(arrays['nclass']), arrays['x_lb'].shape[1]
-    args = usb_train.usb_args(cell, nclass, len(arrays['y_lb']), len(arrays['x_ulb_w']), '/tmp', 0)
+    args = usb_train.usb_args(cell, nclass, len(arrays['y_lb']), int(arrays['ulb_len']), '/tmp', 0)
     for key in arrays:
         if key.startswith('hyper/'):
             setattr(args, key[len('hyper/') :], arrays[key].item())
@@ -82,20 +85,28 @@ def step(arrays):
     algorithm.ema.register()
     algorithm.ema.shadow = {k[2:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith('e/')}
     algorithm.it = int(arrays['it'])
-    batch = dict(x_lb=arrays['x_lb'], y_lb=arrays['y_lb'], x_ulb_w=arrays['x_ulb_w'], x_ulb_s=arrays['x_ulb_s'])
-    batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+    state = [key.split('/')[1:] for key in arrays if key.startswith('state/')]
+    for hook, attribute in state:
+        setattr(algorithm.hooks_dict[hook], attribute, torch.from_numpy(arrays[f'state/{hook}/{attribute}']))
+        if attribute == 'selected_label':  # FlexMatch's learning effects follow its labels (flexmatch/utils.py:24)
+            algorithm.hooks_dict[hook].update()
+    keys = ('x_lb', 'y_lb', 'idx_ulb', 'x_ulb_w', 'x_ulb_s')
+    batch = {k: torch.from_numpy(arrays[k]) for k in keys}
     with fixed_draws(arrays):
         out, _ = algorithm.train_step(**algorithm.process_batch(**batch))
     out['loss'].backward()
-    return float(out['loss']), {name: p.grad.numpy() for name, p in algorithm.model.named_parameters()}
+    grads = {name: p.grad.numpy() for name, p in algorithm.model.named_parameters()}
+    new_state = {f'{h}/{a}': getattr(algorithm.hooks_dict[h], a).numpy() for h, a in state}
+    return float(out['loss']), grads, new_state
 
 
 def main():
     source, target = sys.argv[1:]
     with np.load(source) as f:
         arrays = dict(f)
-    loss, grads = step(arrays)
-    np.savez(target, loss=np.float64(loss), **{f'g/{k}': v for k, v in grads.items()})
+    loss, grads, state = step(arrays)
+    outputs = {**{f'g/{k}': v for k, v in grads.items()}, **{f'state/{k}': v for k, v in state.items()}}
+    np.savez(target, loss=np.float64(loss), **outputs)
     print(json.dumps({'loss': loss}))
 
 

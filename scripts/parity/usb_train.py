@@ -214,9 +214,20 @@ def _hooks(algorithm, event):
             getattr(hook, event)(algorithm)
 
 
+def _hook_tensors(algorithm):
+    """{hook: {attribute: tensor}}: what the algorithm's own hooks carry across steps (FlexMatch's selected
+    labels, FreeMatch's and SoftMatch's EMAs), which USB's own checkpoint saves in `get_save_dict`."""
+    return {
+        name: {k: v for k, v in vars(hook).items() if torch.is_tensor(v)}
+        for name, hook in algorithm.hooks_dict.items()
+        if name not in SKIPPED_HOOKS
+    }
+
+
 def _save(path, algorithm, state):
     torch.save(
         dict(
+            hooks=_hook_tensors(algorithm),
             model=algorithm.model.state_dict(),
             shadow=algorithm.ema.shadow,
             optimizer=algorithm.optimizer.state_dict(),
@@ -240,6 +251,8 @@ def _restore(path, algorithm):
     if algorithm.scheduler:
         algorithm.scheduler.load_state_dict(saved['scheduler'])
     algorithm.it = saved['it']
+    for name, tensors in saved['hooks'].items():
+        vars(algorithm.hooks_dict[name]).update(tensors)
     torch.set_rng_state(saved['rng'][0])
     np.random.set_state(saved['rng'][1])
     random.setstate(saved['rng'][2])
