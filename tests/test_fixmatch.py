@@ -28,7 +28,11 @@ def test_fixmatch():
     assert loss == pytest.approx(supervised(model, x, labels) + xeu, rel=1e-5)
 
 
-@pytest.mark.parametrize('script', ['fixmatch.py', 'flexmatch.py', 'freematch.py'])
+# FixMatch has no state beyond the loop's (tested by test_train_run.py's kill -9 test): slow, 60-90 s.
+SIGKILL_SCRIPTS = [pytest.param('fixmatch.py', marks=pytest.mark.slow), 'flexmatch.py', 'freematch.py']
+
+
+@pytest.mark.parametrize('script', SIGKILL_SCRIPTS)
 def test_from_the_shell_resumes_after_sigkill_exactly(digits, tmp_path, script):
     """./<script> killed after its first checkpoint, then restarted, ends with the uninterrupted run's weights
     (and, for an algorithm with state, its state: FlexMatch's per-image labels, FreeMatch's EMAs)."""

@@ -18,6 +18,9 @@ from libml import config, models
 from libml.data.dataset import DataSet
 from libml.data.names import unseen_path
 from libml.report import evaluation
+from libml.tables import steps
+from libml.tables.cells import Cell, Table
+from libml.tables.output import write_table
 
 import numpy as np
 import pytest
@@ -114,6 +117,33 @@ def outputs(model, images):
 def ova_score(probs, p_out):
     """OpenMatch's outlier score: p_out of the predicted class."""
     return p_out[np.arange(len(probs)), probs.argmax(1)]
+
+
+def test_a_table_cell_reads_the_runs_aurocs_into_its_columns(digits_mismatch, openmatch_run, tmp_path, monkeypatch):
+    """What reproduce.py does with each cell: the finished run is not trained again, the cell's AUROC per set is
+    the median of the run's reports (here 1 and 2 kimg), and the table shows it in a column per set."""
+    _, train_dir, run_dir, _ = openmatch_run
+    monkeypatch.setenv('ML_DATA', str(digits_mismatch))
+    result = steps.train('OpenMatch', OPENMATCH[1:] + [f'--train_dir={train_dir}'])
+    assert result['run_dir'] == run_dir
+    reported = {}
+    for path in glob.glob(os.path.join(run_dir, 'tf', 'events*')):
+        for raw in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(raw.numpy()).summary.value:
+                if value.tag.startswith('outliers/auroc_'):
+                    reported.setdefault(value.tag[len('outliers/auroc_') :], []).append(tf.make_ndarray(value.tensor))
+    assert sorted(reported) == ['test_unseen', 'unlabelled'] and all(len(v) == 2 for v in reported.values())
+    assert result['aurocs'] == pytest.approx({name: float(np.median(v)) for name, v in reported.items()}, abs=1e-6)
+    cell = Cell('OpenMatch', (('mismatch', '50%'),), 'digits6', 2, ())
+    results = [dict(result, cell=cell, seed=1, change=0.0)]
+    write_table(Table('t', 'Table t', ('mismatch',), None), results, str(tmp_path), quiet=True)
+    header, row = open(tmp_path / 'table_t.md').read().splitlines()[2:5:2]
+    assert '| outlier AUROC, unlabelled | outlier AUROC, test vs unseen |' in header
+    for name in ('unlabelled', 'test_unseen'):
+        assert f'| {result["aurocs"][name]:.3f} ' in row, (name, row)
+    with open(tmp_path / 'table_t.csv') as f:
+        [written] = list(csv.DictReader(f))
+    assert float(written['auroc_test_unseen']) == pytest.approx(result['aurocs']['test_unseen'], abs=1e-4)
 
 
 def test_report_aurocs_equal_scikit_learn_on_independent_scores(digits_mismatch, openmatch_run):

@@ -59,6 +59,7 @@ def test_reproduce_quick_writes_tables_and_plots_and_skips_finished_cells(digits
     assert_user_error(bad, '--methods', 'Ladder', 'FixMatch')
 
 
+@pytest.mark.slow  # 100-150 s; test_openmatch.py reads a run's AUROCs into a table's columns in seconds
 def test_reproduce_quick_table_f_reports_outlier_aurocs(ml_data, tmp_path):
     """Table f on a small synthetic Fashion-MNIST: its data, two cells, the AUROC columns read from the runs' events."""
     archives.write_idx_dataset(tmp_path / 'src' / 'fashion_mnist', counts=(('train', 600), ('test', 60)), seed=6)

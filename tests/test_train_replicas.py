@@ -136,6 +136,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # 60-110 s; the mirrored two-device test above stays in make test
 def test_two_workers_on_loopback_train_and_only_the_chief_writes(digits, tmp_path):
     train_dir, scratch = tmp_path / 'exp', tmp_path / 'tmp'
     scratch.mkdir()
