@@ -7,7 +7,7 @@
     ./scripts/benchmark.py --quick                            # tiny sizes: a smoke test in seconds
 
 What is timed, in one process, each with the project's own code:
-  step        each algorithm's compiled train step (libml/loop.py) on one fixed synthetic batch of the
+  step        each algorithm's compiled train step (libml/train/loop.py) on one fixed synthetic batch of the
               shapes `Trainer.input_signature()` gives: B labelled + views x uratio x B unlabelled images
               (RealMix and MixMatch 3B, FixMatch (1 + 2 uratio) B, MixUp 2B, ...). Each algorithm runs
               with its own defaults (FixMatch: uratio 7) unless --uratio is given.

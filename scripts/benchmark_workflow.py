@@ -15,7 +15,7 @@ Stages, each a real command in a child process (its peak memory is the child's o
   resume_*         DataSet.from_name('cifar10_aug<K>.1@<labels>-<valid>') and the delay until
                    train_unlabelled delivers its first batch at start=0, then in a new process (a
                    restart) at start=--resume_at (the first start writes the decoded-image cache of
-                   libml/imagecache.py when 65,536 images or more are cached; the restart reads it);
+                   libml/data/image_cache.py when 65,536 images or more are cached; the restart reads it);
   pipeline_*       img/s of RealMix's input (B labelled + two views of B unlabelled per step);
                    each of these stages twice: decoded images cached in memory (the default
                    --cache_mb) and streamed from the file (--cache_mb=0).

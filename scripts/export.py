@@ -10,7 +10,7 @@ args.json's img_size or the dataset's first test image; the class names from
 $ML_DATA/<name>_class_mappings.json (ids 0..K-1 without it). Writes RUN_DIR/export/ (or --out)
 atomically; an existing export is replaced only with --overwrite.
 
-Signatures (see libml/export.py): serving_default takes `images`, a tf.string [N] of PNG, JPEG,
+Signatures (see libml/serve/export.py): serving_default takes `images`, a tf.string [N] of PNG, JPEG,
 BMP, GIF or WebP bytes of any size, and returns `probabilities` [N, K], `class_ids` [N],
 `classes` [N] (names) and `class_names` [K]; serving_decoded takes float32 [N, H, W, C] in [0, 1].
 

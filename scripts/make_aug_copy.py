@@ -27,7 +27,7 @@ never trained on. Which images are augmented depends on how the split was made:
     images are never trained on.
 
 Copy k of image i (element e = k * N + i of the stream, N images) is augmented with the
-stateless seed (--seed, e) by the same functions (libml/augment.py) as online training. The
+stateless seed (--seed, e) by the same functions (libml/data/augment.py) as online training. The
 images are decoded once into a scratch file beside the output (removed at the end), then
 --workers threads augment, PNG-encode and serialize chunks of the shuffled stream; the file is
 the same byte for byte whatever the number of threads.

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from miniature upstream idx files: libml/builders/idx.py and the command."""
+"""MNIST and Fashion-MNIST from miniature upstream idx files: libml/data/builders/idx.py and the command."""
 
 import collections
 import gzip

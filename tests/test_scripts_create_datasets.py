@@ -1,4 +1,4 @@
-"""scripts/create_datasets.py on miniature upstream archives and image folders, and libml/image_files.py."""
+"""scripts/create_datasets.py on miniature upstream archives and image folders, and libml/data/image_files.py."""
 
 import http.server
 import json
@@ -383,6 +383,3 @@ def test_custom_cutout_only_on_chosen_part(ml_data):
     assert 0 < changed.sum() < 16 * 16  # a rectangle was erased, not the whole image
     np.testing.assert_array_equal(x[1], unlabelled)
     np.testing.assert_array_equal(read(ml_data / 'mine-test.tfrecord')[0][0], test)
-
-
-# --------------------------------------------------------------------------- libml/image_files.py

@@ -1,10 +1,10 @@
-"""scripts/export.py and libml/export.py: a SavedModel of the EMA weights that serves with TensorFlow alone.
+"""scripts/export.py and libml/serve/export.py: a SavedModel of the EMA weights that serves with TensorFlow alone.
 
 Checkpoints are written here exactly as the training loop writes them (model, ema_model,
 optimizer, images_seen), with raw-model batch-norm statistics that differ from the EMA model's
 stale ones, so an export that forgets to copy them gives other probabilities. References are
 computed in this process from the models themselves and from Pillow (libml.data.image_files.load_image),
-never through libml/export.py.
+never through libml/serve/export.py.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""Adam and SGD (libml/optimizers.py) against numpy written-out update rules and Keras's optimizers."""
+"""Adam and SGD (libml/train/optimizers.py) against numpy written-out update rules and Keras's optimizers."""
 
 from libml.errors import UserError
 from libml.train import optimizers

@@ -1,6 +1,6 @@
 """What TensorBoard shows as pictures: grids of training batches and the test confusion matrix, as pure functions.
 
-Everything here works on numpy arrays and returns numpy arrays or text; libml/report.py writes
+Everything here works on numpy arrays and returns numpy arrays or text; libml/report/reporter.py writes
 them as summaries. matplotlib is imported only when a figure is drawn (Agg, no pyplot state).
 """
 

@@ -4,8 +4,8 @@ The step (one `tf.function`, traced once; jit-compiled with --xla) runs the algo
 one batch per replica, averages gradients and statistics over the replicas, and applies, in
 cross-replica context, the optimiser (Adam or SGD, constant or cosine learning rate), weight
 decay (decoupled, or as an L2 term of the loss) and the EMA of the weights. The schedule runs
-steps to each report and save point; evaluation and summaries (libml/report.py), resume and
-the run dir (libml/rundir.py) live elsewhere.
+steps to each report and save point; evaluation and summaries (libml/report/reporter.py), resume and
+the run dir (libml/train/run_folder.py) live elsewhere.
 
 Scale-out (`--strategy`): `--batch` is the global batch; with R replicas each takes batch / R
 labelled images and uratio times as many unlabelled ones. Per replica, as in any
