@@ -51,6 +51,7 @@ def test_resume_skips_an_unreadable_newest_checkpoint(trained, digits, tmp_path,
     assert 'Resuming from ' + newest.replace('2048', '1024') in out
 
 
+@pytest.mark.slow  # 50-100 s; test_resume_skips_an_unreadable_newest_checkpoint above is the same resume in-process
 def test_training_resumes_past_a_corrupt_checkpoint_from_the_shell(trained, digits, tmp_path):
     newest = damaged_copy(trained[1], tmp_path, 'truncate_data')
     proc = run_cli(
