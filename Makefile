@@ -19,15 +19,12 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 # Every command at tiny size; runs marked `slow` (real-size training) are left to test-all.
 # Three pytest workers on two cores: a quarter of the workers' time went to waiting (on a trainer's
 # checkpoint, a signal, a subprocess), 21.5 min wall for 33 CPU-min with two (2026-12-08, Intel Xeon).
-# One intra-op thread per TensorFlow process (workers and the trainers they start): with more processes
-# than cores, a second thread only spins (a tiny run took 12% more CPU time with TensorFlow's default).
 TEST_WORKERS ?= 3
-TEST_ENV := TF_NUM_INTRAOP_THREADS=1
 test: venv
-	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal --durations=10 tests
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal --durations=10 tests
 
 test-all: venv
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10 tests
 
 lint: venv
 	$(BIN)/ruff check .

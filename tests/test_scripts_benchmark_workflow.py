@@ -8,6 +8,9 @@ from libml.data.records import count_records
 import pytest
 from conftest import run_cli
 
+# 75-80 s of make test's 15 minutes (2026-12-08): a benchmark's smoke run, left to `make test-all`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
