@@ -119,6 +119,19 @@ def ova_score(probs, p_out):
     return p_out[np.arange(len(probs)), probs.argmax(1)]
 
 
+def reported_aurocs(run_dir):
+    """{set: {step: outlier AUROC}} as the run wrote them, read from its raw event files (not libml's reader)."""
+    reported = {}
+    for path in glob.glob(os.path.join(run_dir, 'tf', 'events*')):
+        for raw in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                if value.tag.startswith('outliers/auroc_'):
+                    name = value.tag[len('outliers/auroc_') :]
+                    reported.setdefault(name, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return reported
+
+
 def test_a_table_cell_reads_the_runs_aurocs_into_its_columns(digits_mismatch, openmatch_run, tmp_path, monkeypatch):
     """What reproduce.py does with each cell: the finished run is not trained again, the cell's AUROC per set is
     the median of the run's reports (here 1 and 2 kimg), and the table shows it in a column per set."""
@@ -126,14 +139,10 @@ def test_a_table_cell_reads_the_runs_aurocs_into_its_columns(digits_mismatch, op
     monkeypatch.setenv('ML_DATA', str(digits_mismatch))
     result = steps.train('OpenMatch', OPENMATCH[1:] + [f'--train_dir={train_dir}'])
     assert result['run_dir'] == run_dir
-    reported = {}
-    for path in glob.glob(os.path.join(run_dir, 'tf', 'events*')):
-        for raw in tf.data.TFRecordDataset(path):
-            for value in tf.compat.v1.Event.FromString(raw.numpy()).summary.value:
-                if value.tag.startswith('outliers/auroc_'):
-                    reported.setdefault(value.tag[len('outliers/auroc_') :], []).append(tf.make_ndarray(value.tensor))
+    reported = reported_aurocs(run_dir)
     assert sorted(reported) == ['test_unseen', 'unlabelled'] and all(len(v) == 2 for v in reported.values())
-    assert result['aurocs'] == pytest.approx({name: float(np.median(v)) for name, v in reported.items()}, abs=1e-6)
+    medians = {name: float(np.median(list(v.values()))) for name, v in reported.items()}
+    assert result['aurocs'] == pytest.approx(medians, abs=1e-6)
     cell = Cell('OpenMatch', (('mismatch', '50%'),), 'digits6', 2, ())
     results = [dict(result, cell=cell, seed=1, change=0.0)]
     write_table(Table('t', 'Table t', ('mismatch',), None), results, str(tmp_path), quiet=True)
@@ -161,13 +170,7 @@ def test_report_aurocs_equal_scikit_learn_on_independent_scores(digits_mismatch,
             np.r_[np.zeros(len(test)), np.ones(len(unseen))], ova_score(*outputs(model, np.concatenate([test, unseen])))
         ),
     }
-    reported = {}
-    for path in glob.glob(os.path.join(run_dir, 'tf', 'events*')):
-        for raw in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(raw.numpy())
-            for value in event.summary.value:
-                if value.tag.startswith('outliers/auroc_') and event.step == 2048:
-                    reported[value.tag[len('outliers/auroc_') :]] = float(tf.make_ndarray(value.tensor))
+    reported = {name: values[2048] for name, values in reported_aurocs(run_dir).items()}
     assert reported.keys() == expected.keys()
     for name, value in expected.items():
         assert reported[name] == pytest.approx(value, abs=1e-6), name

@@ -124,7 +124,8 @@ def _split_threshold(confidences):
 
 
 FIXMATCH_FORWARD = ('fixmatch', 'flexmatch', 'freematch', 'softmatch', 'uda')  # one forward of [x; weak; strong]
-CONFIDENCE_FLAGS = {'fixmatch': '--confidence', 'flexmatch': '--confidence', 'uda': '--confidence'}
+# The project's flag for USB's p_cutoff, per algorithm that has one.
+CONFIDENCE_FLAGS = dict.fromkeys(('fixmatch', 'flexmatch', 'uda'), '--confidence') | {'pseudolabel': '--threshold'}
 
 
 def _weak_probabilities(name, model, x, views):
@@ -139,7 +140,7 @@ def _weak_probabilities(name, model, x, views):
 
 def _threshold(name, confidences):
     """USB's p_cutoff and the project's flag for it, chosen so that about half the unlabelled rows are kept."""
-    flag = CONFIDENCE_FLAGS.get(name, '--threshold' if name == 'pseudolabel' else None)
+    flag = CONFIDENCE_FLAGS.get(name)
     if flag is None:
         return None, None
     value = _split_threshold(confidences)
